@@ -1,0 +1,149 @@
+"""The store's write API and resume look-ups, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import pytest
+from sqlalchemy import func, select
+
+from engine.lineage import LineageStore, StoreError, UnknownRecord, execution_id_of
+from engine.lineage import schema as t
+from engine.records import EvalResult, Link, Record, Response, Seed, Task
+
+Stage = Callable[..., str]
+
+
+def count(store: LineageStore, table: Any) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_runs_and_stages_are_idempotent(store: LineageStore, stage: Stage) -> None:
+    for _ in range(2):
+        store.create_run("r1", config={"a": 1}, config_hash="h", code_version="v1", loop="spar", name="first")
+        eid = stage(store, "r1", 0, "actor")
+    assert eid == execution_id_of("r1", 0, "actor") and eid.startswith("exec-")
+    assert stage(store, "r1", 0, "actor", attempt_key="retry") != eid
+    assert count(store, t.runs) == 1 and count(store, t.iterations) == 1
+    assert count(store, t.stage_executions) == 2
+    info = store.stage_execution(eid)
+    assert info is not None and not info["finished"] and info["n_out"] is None
+    store.finish_stage(eid, n_in=3, n_out=5, seconds=1.5)
+    info = store.stage_execution(eid)
+    assert info is not None and info["finished"] and (info["n_in"], info["n_out"]) == (3, 5)
+    store.finish_iteration("r1", 0)
+    store.set_run_status("r1", "finished", ended=True)
+    (run,) = store.runs()
+    assert (run["id"], run["status"], run["config"], run["name"]) == ("r1", "finished", {"a": 1}, "first")
+    assert run["ended_at"] is not None
+    assert store.stage_execution("exec-nope") is None
+
+
+def test_failed_stage_and_unknown_execution(store: LineageStore, stage: Stage) -> None:
+    store.create_run("r1", config={}, config_hash="h", code_version="v", loop="l")
+    eid = stage(store, "r1", 0, "judge")
+    store.finish_stage(eid, n_in=3, n_out=0, seconds=0.1, error="boom")
+    info = store.stage_execution(eid)
+    assert info is not None and info["error"] == "boom" and not info["finished"]
+    with pytest.raises(StoreError, match="exec-missing"):
+        store.finish_stage("exec-missing", n_in=0, n_out=0, seconds=0)
+
+
+def test_write_records_is_idempotent_and_ordered(store: LineageStore, stage: Stage) -> None:
+    store.create_run("r1", config={}, config_hash="h", code_version="v", loop="l")
+    eid = stage(store, "r1", 0, "actor")
+    task = Task(prompt="p")
+    resps = [Response(text=f"r{i}", parents=[Link(id=task.id)], sample_index=i) for i in range(50)]
+    assert store.write_records("r1", 0, eid, [task, *resps[:30]]) == 31
+    assert store.write_records("r1", 0, eid, [task, *resps]) == 20  # resumed: only the new ones
+    assert store.write_records("r1", 0, eid, resps) == 0
+    assert store.write_records("r1", 0, eid, []) == 0
+    assert count(store, t.records) == 51 and count(store, t.edges) == 50 and count(store, t.outputs) == 51
+    assert store.has_records(eid) and not store.has_records("exec-other")
+    assert store.records_of(eid) == [task, *resps]
+    fresh = LineageStore.open(store.url)  # a resumed runner: a new process sees the same order
+    try:
+        assert fresh.records_of(eid) == [task, *resps]
+        assert fresh.write_records("r1", 0, eid, [Response(text="late", parents=[Link(id=task.id)])]) == 1
+        assert fresh.records_of(eid)[-1].text == "late"  # type: ignore[attr-defined]
+    finally:
+        fresh.close()
+
+
+def test_same_record_from_two_executions_is_stored_once(store: LineageStore, stage: Stage) -> None:
+    store.create_run("r1", config={}, config_hash="h", code_version="v", loop="l")
+    seed = Seed(text="s")
+    e0, e1 = stage(store, "r1", 0, "seeds"), stage(store, "r1", 1, "seeds")
+    store.write_records("r1", 0, e0, [seed])
+    assert store.write_records("r1", 1, e1, [seed]) == 1
+    assert count(store, t.records) == 1
+    assert store.records_of(e1) == [seed]
+
+
+def test_get_record_round_trips_types_parents_and_meta(store: LineageStore, stage: Stage) -> None:
+    store.create_run("r1", config={}, config_hash="h", code_version="v", loop="l")
+    eid = stage(store, "r1", 0, "actor")
+    resp = Response(text="hi", parents=[Link(id="task-b", role="input"), Link(id="task-a", role="tests")],
+                    model_version="m1", meta={"latency": 0.25, "tags": ["x"]}, finish_reason="stop")
+    store.write_records("r1", 0, eid, [resp])
+    got = store.get_record(resp.id)
+    assert isinstance(got, Response) and got == resp
+    assert got.identity() == resp.identity()
+    with pytest.raises(UnknownRecord, match="resp-nope"):
+        store.get_record("resp-nope")
+
+
+class Verdict(Record):
+    kind: Literal["verdict"] = "verdict"
+    score: int
+
+
+def test_plugin_kinds_load_typed_and_unknown_kinds_load_plain(store_url: str, stage: Stage) -> None:
+    from engine.records import BUILTIN_KINDS
+
+    with LineageStore.open(store_url, kinds={**BUILTIN_KINDS, "verdict": Verdict}) as store:
+        store.create_run("r1", config={}, config_hash="h", code_version="v", loop="l")
+        eid = stage(store, "r1", 0, "judge")
+        v = Verdict(score=3)
+        store.write_records("r1", 0, eid, [v])
+        assert store.get_record(v.id) == v
+    with LineageStore.open(store_url) as plain:
+        got = plain.get_record(v.id)
+        assert type(got) is Record and got.meta["payload"]["score"] == 3
+
+
+def test_model_versions_and_metrics(store: LineageStore, stage: Stage,
+                                    graph: dict[str, Record]) -> None:
+    eid = stage(store, "r1", 0, "trainer", kind="trainer")
+    for _ in range(2):
+        store.add_model_version("m1", run_id="r1", base_model="smollm2", adapter_path="/a/m1",
+                                checkpoint_hash="c" * 64, parent_version="m0", execution_id=eid,
+                                trained_on=[graph["ex"].id, graph["ex"].id])
+    mv = store.get_model_version("m1")
+    assert mv is not None and mv["parent_version"] == "m0" and mv["n_trained_on"] == 1
+    assert store.trained_on("m1") == [graph["ex"].id]
+    assert store.get_model_version("m9") is None
+    store.add_metrics("r1", 0, "m1", [EvalResult(evaluator="ifeval", metric="acc", value=0.5, n=10)])
+    store.add_metrics("r1", 0, "m1", [EvalResult(evaluator="ifeval", metric="acc", value=0.5, n=10)])
+    store.add_metrics("r1", 1, "m1", [EvalResult(evaluator="ifeval", metric="acc", value=0.75, n=10)])
+    store.add_metrics("r1", 1, None, [])
+    assert count(store, t.metrics) == 2
+    from engine.lineage import queries
+
+    assert [(m["iteration"], m["value"]) for m in queries.metrics(store, "r1")] == [(0, 0.5), (1, 0.75)]
+
+
+def test_stored_content_hash_is_content_hash_of_identity(store: LineageStore, stage: Stage) -> None:
+    from engine.lineage.rows import canonical
+    from engine.records import canonical_json, content_hash
+
+    store.create_run("r1", config={}, config_hash="h", code_version="v", loop="l")
+    resp = Response(text="é \"quoted\"\n", parents=[Link(id="t", role="input")], meta={"x": 1.5e-7})
+    store.write_records("r1", 0, stage(store, "r1", 0, "actor"), [resp])
+    with store.engine.connect() as conn:
+        stored = conn.execute(select(t.records.c.content_hash)).scalar_one()
+    assert stored == content_hash(resp.identity())
+    for data in (resp.identity(), {"b": [1.5, None, True, {"z": float("inf")}], "a": "é"}):
+        assert canonical(data) == canonical_json(data)
