@@ -1,0 +1,103 @@
+"""The local sandboxes as stages: ``bubblewrap`` (the default) and ``rlimit`` (opt-in, weaker).
+
+What it is: thin stage classes over sandbox.bubblewrap.BubblewrapPool and sandbox.rlimit.RlimitPool,
+each with a pydantic Options model and the sandbox verb ``execute(jobs) -> list[Result]``. The
+pool (warm workers) is built on first use and kept until ``close``. ``bubblewrap`` refuses to run
+(SandboxUnavailable) where it cannot create its namespaces, naming the ``rlimit`` opt-in; ``rlimit``
+warns loudly whenever it is created. What it is not: the isolation itself (see sandbox/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import hookimpl
+from engine.contracts import Resources, Stage
+from sandbox.protocol import Job, Result
+
+
+class BubblewrapOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int | None = Field(None, ge=1, description="warm workers; default: the cores")
+    disk_mb: int = Field(64, ge=1, description="size of each worker's tmpfs work directory")
+    extra_ro_binds: list[str] = Field(default_factory=list,
+                                      description="host directories bound read-only and put on "
+                                                  "sys.path (e.g. a site-packages)")
+
+
+class RlimitOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int | None = Field(None, ge=1, description="warm workers; default: the cores")
+
+
+class _PooledSandbox(Stage):
+    kind = "sandbox"
+    resources: ClassVar[Resources] = Resources(num_cpus=1.0)
+
+    def __init__(self, options: BaseModel | None = None, context: Any = None) -> None:
+        super().__init__(options, context)
+        self._pool: Any = None
+
+    def _make_pool(self) -> Any:
+        raise NotImplementedError
+
+    def execute(self, jobs: Sequence[Job]) -> list[Result]:
+        """Run the jobs; one Result each, in input order."""
+        if self._pool is None:
+            self._pool = self._make_pool()
+        return list(self._pool.execute(list(jobs)))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> _PooledSandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BubblewrapSandbox(_PooledSandbox):
+    """Untrusted code in bubblewrap: no network, read-only system, tmpfs work dir, rlimits."""
+
+    name = "bubblewrap"
+    Options = BubblewrapOptions
+
+    def _make_pool(self) -> Any:
+        from sandbox.bubblewrap import BubblewrapPool
+
+        opts = self.options
+        assert isinstance(opts, BubblewrapOptions)
+        return BubblewrapPool(opts.concurrency, opts.disk_mb, opts.extra_ro_binds)
+
+
+class RlimitSandbox(_PooledSandbox):
+    """rlimits and a wall clock only, no namespaces: much weaker, and it says so loudly."""
+
+    name = "rlimit"
+    Options = RlimitOptions
+
+    def __init__(self, options: BaseModel | None = None, context: Any = None) -> None:
+        super().__init__(options, context)
+        import warnings
+
+        from sandbox.rlimit import WARNING, RlimitWarning
+
+        warnings.warn(WARNING, RlimitWarning, stacklevel=2)
+
+    def _make_pool(self) -> Any:
+        from sandbox.rlimit import RlimitPool
+
+        opts = self.options
+        assert isinstance(opts, RlimitOptions)
+        return RlimitPool(opts.concurrency, quiet=True)
+
+
+@hookimpl
+def register_sandboxes() -> list[type]:
+    return [BubblewrapSandbox, RlimitSandbox]
