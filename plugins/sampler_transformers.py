@@ -1,0 +1,271 @@
+"""The ``transformers`` sampler: the CPU default, batched decoding with a KV cache and left padding.
+
+What it is: one decoding loop over a whole batch of requests (chat or raw prompts, ``n`` copies
+each), with per-row temperature, top-p, max_tokens, stop strings and seeds, finish reasons,
+optional log-probs (of the raw model distribution), LoRA adapters per request through peft
+(requests grouped by adapter, one engine), finished rows dropped from the batch, and prompts longer
+than the context refused or left-truncated (``truncation``). It also carries the built-in
+``resolve_model`` hook. What it is not: a server, or fast on GPUs (use ``vllm`` there); greedy
+outputs depend on batch composition and dtype (see DESIGN.md), so fix both within a run.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import hookimpl
+from engine.contracts import Resources, Stage
+from engine.sampling.errors import BackendMissingError, PromptTooLongError
+from engine.sampling.protocol import Completion, SampleRequest, SampleResult, SamplingParams
+from engine.sampling.resolver import (
+    DEFAULT_MODEL,
+    adapter_hash,
+    base_version,
+    model_version,
+    resolve_model_path,
+)
+from engine.sampling.resolver import resolve_model as resolve_model  # the built-in policy hook
+
+
+class TransformersOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, description="alias, local HF directory or hub id; default: the run's "
+                              "model (config model.name), else smollm2-135m-instruct")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="auto: bfloat16 where the CPU has native bf16 (or on GPU), else float32")
+    batch_size: int = Field(32, ge=1, description="rows (requests x n) decoded together")
+    max_context: int | None = Field(None, description="context length; default: the model's")
+    truncation: Literal["error", "left"] = Field(
+        "error", description="a prompt that does not fit: error, or drop its oldest tokens")
+    num_threads: int | None = Field(None, description="torch CPU threads; default: torch's")
+    cache_dir: str | None = Field(None, description="where converted models live")
+
+
+@dataclass
+class _Row:
+    """One completion being decoded: the prompt's tokens, its parameters, and what came out."""
+
+    req: int
+    ids: list[int]
+    params: SamplingParams
+    seed: int
+    out: list[int] = field(default_factory=list)
+    logps: list[float] = field(default_factory=list)
+    finish: str | None = None
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendMissingError("transformers", "torch", "transformers") from exc
+    return torch
+
+
+class TransformersSampler(Stage):
+    """Batched generation with transformers; loads the model on first use (or ``load()``)."""
+
+    kind = "sampler"
+    name = "transformers"
+    Options = TransformersOptions
+    resources: ClassVar[Resources] = Resources(num_cpus=2.0)
+
+    def __init__(self, options: BaseModel | None = None, context: Any = None, pm: Any = None) -> None:
+        super().__init__(options, context)
+        self.pm = pm
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._peft: Any = None
+        self.base_version = ""
+
+    @property
+    def opts(self) -> TransformersOptions:
+        assert isinstance(self.options, TransformersOptions)
+        return self.options
+
+    @property
+    def model_name(self) -> str:
+        return self.opts.model or getattr(self.context, "model_name", "") or DEFAULT_MODEL
+
+    # -- loading --------------------------------------------------------------------------------
+    def load(self) -> TransformersSampler:
+        if self.model is not None:
+            return self
+        torch = _torch()
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise BackendMissingError("transformers", "transformers", "transformers") from exc
+        from pathlib import Path
+
+        path = resolve_model_path(self.model_name, Path(self.opts.cache_dir) if self.opts.cache_dir else None,
+                                  self.pm)
+        if self.opts.num_threads:
+            torch.set_num_threads(self.opts.num_threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self._dtype(torch))
+        self.model.eval()
+        self.base_version = base_version(self.model_name, path)
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if gen is not None else None
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(self.tokenizer.eos_token_id)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else min(self.eos_ids)
+        ctx = getattr(self.model.config, "max_position_embeddings", 2048)
+        self.max_context = self.opts.max_context or int(ctx)
+        return self
+
+    def _dtype(self, torch: Any) -> Any:
+        if self.opts.dtype != "auto":
+            return getattr(torch, self.opts.dtype)
+        cpu = torch.cpu
+        if torch.cuda.is_available() or cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported():
+            return torch.bfloat16
+        return torch.float32
+
+    def model_version_for(self, adapter: str | None) -> str:
+        self.load()
+        return model_version(self.base_version, adapter)
+
+    def _model_for(self, adapter: str | None) -> tuple[Any, Any]:
+        """The module to run and a context for it: peft with ``adapter`` active, or adapters off."""
+        if adapter is None:
+            if self._peft is None:
+                return self.model, nullcontext()
+            return self._peft, self._peft.disable_adapter()
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise BackendMissingError("transformers", "peft", "transformers") from exc
+        key = "a" + adapter_hash(adapter)
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self.model, adapter, adapter_name=key).eval()
+        elif key not in self._peft.peft_config:
+            self._peft.load_adapter(adapter, adapter_name=key)
+        self._peft.set_adapter(key)
+        return self._peft, nullcontext()
+
+    # -- sampling -------------------------------------------------------------------------------
+    def _prompt_ids(self, req: SampleRequest) -> list[int]:
+        if req.messages is not None:
+            text = self.tokenizer.apply_chat_template(req.message_dicts(), add_generation_prompt=True,
+                                                      tokenize=False)
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(req.prompt, add_special_tokens=False)["input_ids"])
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[SampleResult]:
+        self.load()
+        rows: dict[str | None, list[_Row]] = {}
+        prompt_len, dropped = [], []
+        for i, req in enumerate(requests):
+            ids = self._prompt_ids(req)
+            room = self.max_context - req.params.max_tokens
+            cut = max(0, len(ids) - room)
+            if cut and (self.opts.truncation == "error" or room < 1):
+                raise PromptTooLongError(i, len(ids), req.params.max_tokens, self.max_context)
+            ids = ids[cut:]
+            prompt_len.append(len(ids))
+            dropped.append(cut)
+            base_seed = req.params.seed if req.params.seed is not None else secrets.randbits(62)
+            for j in range(req.params.n):
+                rows.setdefault(req.adapter, []).append(_Row(i, ids, req.params, base_seed + j))
+        for adapter, group in rows.items():
+            module, ctx = self._model_for(adapter)
+            group.sort(key=lambda r: -len(r.ids))
+            with ctx:
+                for k in range(0, len(group), self.opts.batch_size):
+                    self._decode(module, group[k:k + self.opts.batch_size])
+        results = [SampleResult(completions=[], prompt_tokens=prompt_len[i], truncated_tokens=dropped[i],
+                                model_version=self.model_version_for(r.adapter))
+                   for i, r in enumerate(requests)]
+        for group in rows.values():
+            for row in sorted(group, key=lambda r: r.seed):
+                results[row.req].completions.append(self._completion(row))
+        return results
+
+    def _completion(self, row: _Row) -> Completion:
+        text = self.tokenizer.decode(row.out, skip_special_tokens=True)
+        cuts = [text.find(s) for s in row.params.stop if s in text]
+        if cuts:
+            text = text[:min(cuts)]
+        return Completion(text=text, tokens=len(row.out), finish_reason=row.finish,
+                          logprobs=row.logps if row.params.logprobs else None)
+
+    def _decode(self, module: Any, rows: list[_Row]) -> None:
+        """Decode ``rows`` together until each hits EOS, a stop string or its max_tokens."""
+        torch = _torch()
+        from transformers import DynamicCache
+
+        width = max(len(r.ids) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r.ids):] = torch.tensor(r.ids)
+            mask[i, width - len(r.ids):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        gens = {id(r): torch.Generator().manual_seed(r.seed) for r in rows if r.params.temperature > 0}
+        tail = {id(r): max((len(s) for s in r.params.stop), default=0) + 2 for r in rows}
+        active = list(rows)
+        cache = DynamicCache()
+        with torch.inference_mode():
+            while active:
+                out = module(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                             use_cache=True, logits_to_keep=1)
+                logits = out.logits[:, -1, :].float()
+                chosen = self._choose(torch, logits, active, gens)
+                want_lp = any(r.params.logprobs for r in active)
+                lps = (torch.log_softmax(logits, -1).gather(1, chosen[:, None])[:, 0].tolist()
+                       if want_lp else None)
+                keep = []
+                for i, (r, tok) in enumerate(zip(active, chosen.tolist(), strict=True)):
+                    r.out.append(tok)
+                    if lps is not None:
+                        r.logps.append(lps[i])
+                    if tok in self.eos_ids:
+                        r.finish = "stop"
+                    elif r.params.stop and any(
+                            s in self.tokenizer.decode(r.out[-tail[id(r)]:]) for s in r.params.stop):
+                        r.finish = "stop"
+                    elif len(r.out) >= r.params.max_tokens:
+                        r.finish = "length"
+                    else:
+                        keep.append(i)
+                if len(keep) < len(active):
+                    if not keep:
+                        break
+                    idx = torch.tensor(keep)
+                    cache.batch_select_indices(idx)
+                    chosen, mask, pos = chosen[idx], mask[idx], pos[idx]
+                    active = [active[i] for i in keep]
+                ids = chosen[:, None]
+                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+                pos = pos[:, -1:] + 1
+
+    @staticmethod
+    def _choose(torch: Any, logits: Any, rows: list[_Row], gens: dict[int, Any]) -> Any:
+        """Greedy rows take the argmax; sampled rows draw from temperature/top-p with their own seed."""
+        chosen = logits.argmax(-1)
+        for i, r in enumerate(rows):
+            if r.params.temperature <= 0:
+                continue
+            probs = torch.softmax(logits[i] / r.params.temperature, -1)
+            if r.params.top_p < 1.0:
+                sp, si = probs.sort(descending=True)
+                drop = sp.cumsum(-1) - sp > r.params.top_p
+                sp[drop] = 0.0
+                probs = torch.zeros_like(probs).scatter_(0, si, sp)
+            chosen[i] = torch.multinomial(probs, 1, generator=gens[id(r)])[0]
+        return chosen
+
+
+@hookimpl
+def register_samplers() -> list[type]:
+    return [TransformersSampler]
