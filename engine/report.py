@@ -1,0 +1,79 @@
+"""Run reports: a per-iteration table of funnel and metrics, and PNG plots of both.
+
+What it is: ``iteration_table`` (one row per iteration: records out of each role, then each
+metric) and ``plot_report`` (``metrics.png``: each metric across iterations, iteration 0 being
+the base model; ``funnel.png``: records out of each role per iteration, as grouped bars),
+both read from the lineage store. What it is not: a dashboard; matplotlib is imported only here,
+with the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.lineage import queries
+
+
+def iteration_table(store: Any, run_id: str) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows: iteration, then each role's records out, then each metric."""
+    funnel = queries.funnel(store, run_id)
+    metrics = queries.metrics(store, run_id)
+    roles = list(dict.fromkeys(r["role"] for r in funnel))
+    names = list(dict.fromkeys(f"{m['evaluator']}/{m['metric']}" for m in metrics))
+    iterations = sorted({r["iteration"] for r in funnel} | {m["iteration"] for m in metrics})
+    rows = []
+    for it in iterations:
+        outs = {r["role"]: r["n_out"] for r in funnel if r["iteration"] == it}
+        vals = {f"{m['evaluator']}/{m['metric']}": m["value"] for m in metrics if m["iteration"] == it}
+        rows.append([it, *(outs.get(role) for role in roles), *(vals.get(n) for n in names)])
+    return ["iteration", *roles, *names], rows
+
+
+def plot_report(store: Any, run_id: str, out_dir: Path) -> list[Path]:
+    """Write metrics.png (if the run has metrics) and funnel.png into ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    metrics = queries.metrics(store, run_id)
+    if metrics:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name in dict.fromkeys(f"{m['evaluator']}/{m['metric']}" for m in metrics):
+            pts = [(m["iteration"], m["value"]) for m in metrics if f"{m['evaluator']}/{m['metric']}" == name]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_xlabel("iteration (0 = base model)")
+        ax.set_ylabel("value")
+        ax.set_title(f"metrics of {run_id}")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, out_dir / "metrics.png"))
+    funnel = [r for r in queries.funnel(store, run_id) if r["iteration"] > 0]
+    if funnel:
+        roles = list(dict.fromkeys(r["role"] for r in funnel))
+        iterations = sorted({r["iteration"] for r in funnel})
+        fig, ax = plt.subplots(figsize=(max(7, len(roles) * 0.9), 4))
+        width = 0.8 / len(iterations)
+        for k, it in enumerate(iterations):
+            outs = {r["role"]: r["n_out"] for r in funnel if r["iteration"] == it}
+            ax.bar([i + k * width for i in range(len(roles))], [outs.get(r, 0) for r in roles], width,
+                   label=f"iteration {it}")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(roles))], roles, rotation=30, ha="right",
+                      fontsize=8)
+        ax.set_ylabel("records out")
+        ax.set_title(f"funnel of {run_id}")
+        ax.legend(fontsize=8)
+        written.append(_save(fig, out_dir / "funnel.png"))
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -1,0 +1,169 @@
+"""Run directories: start a run from a resolved config, resume one, list them.
+
+What it is: the lifecycle of a run (directory, config snapshot, lineage store, status), the
+iteration loop (evaluators on the base model first, then each iteration followed by its
+evaluations), and resume from the run directory alone. What it is not: the stage calls
+themselves (runner.py) nor the CLI's display.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine import __version__
+from engine.config import ResolvedConfig, parse_config, resolve_config
+from engine.errors import UserError
+from engine.manager import PluginManager, create_plugin_manager
+from engine.records import record_namespace
+from engine.runtime.runner import Runner, StageProgress
+
+CONFIG_FILE = "config.yaml"
+STATE_FILE = "run.json"
+
+
+def code_version() -> str:
+    """autodidact's version plus the git commit of the checkout, when there is one."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def store_url(resolved: ResolvedConfig, run_dir: Path) -> str:
+    return resolved.config.store.url or f"sqlite:///{(run_dir / 'lineage.sqlite').resolve()}"
+
+
+def new_run_dir(resolved: ResolvedConfig) -> tuple[str, Path]:
+    cfg = resolved.config
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    run_id = f"{cfg.name or resolved.loop.info.name}-{stamp}-{cfg.digest()[:6]}"
+    run_dir = cfg.output_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return run_id, run_dir
+
+
+def start_run(resolved: ResolvedConfig, pm: PluginManager,
+              progress: StageProgress | None = None,
+              on_iteration: Callable[[int, dict[str, Any]], None] | None = None) -> Path:
+    """Create the run directory and store, then run every iteration. Returns the run dir."""
+    from engine.lineage.store import LineageStore
+
+    store = LineageStore.open(store_url(resolved, Path(resolved.config.output_dir)), create=True) \
+        if resolved.config.store.url else None
+    run_id, run_dir = new_run_dir(resolved)
+    store = store or LineageStore.open(store_url(resolved, run_dir), create=True)
+    cfg = resolved.config
+    store.create_run(run_id, config=cfg.model_dump(mode="json"), config_hash=cfg.digest(),
+                     code_version=code_version(), loop=resolved.loop.info.name, name=cfg.name)
+    _save_state(run_dir, run_id=run_id, status="running", store_url=store_url(resolved, run_dir))
+    return _execute(run_id, run_dir, resolved, pm, store, progress, on_iteration)
+
+
+def resume_run(run_dir: Path, progress: StageProgress | None = None,
+               on_iteration: Callable[[int, dict[str, Any]], None] | None = None) -> Path:
+    """Continue a run from its directory: finished stage executions are not run again."""
+    from engine.lineage.store import LineageStore
+
+    state = load_state(run_dir)
+    pm = create_plugin_manager()
+    data = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    cfg = parse_config(data, source=str(run_dir / CONFIG_FILE))
+    resolved = resolve_config(cfg, pm, source=str(run_dir / CONFIG_FILE))
+    store = LineageStore.open(state["store_url"], create=False)
+    _save_state(run_dir, status="running")
+    store.set_run_status(state["run_id"], "running")
+    return _execute(state["run_id"], run_dir, resolved, pm, store, progress, on_iteration, state)
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / STATE_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a run directory (no {STATE_FILE})")
+    state: dict[str, Any] = json.loads(path.read_text())
+    return state
+
+
+def _save_state(run_dir: Path, **state: Any) -> None:
+    path = run_dir / STATE_FILE
+    old = json.loads(path.read_text()) if path.exists() else {}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**old, **state}, indent=2))
+    tmp.replace(path)
+
+
+def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginManager, store: Any,
+             progress: StageProgress | None,
+             on_iteration: Callable[[int, dict[str, Any]], None] | None,
+             state: dict[str, Any] | None = None) -> Path:
+    """Run iterations after the last one ``state`` says is done (all of them for a new run)."""
+    from engine.runtime.services import Services
+
+    state = state or {}
+    done = int(state.get("iterations_done", 0))
+    t_start = time.perf_counter()
+
+    cfg = resolved.config
+    pm.hook.configure.call_historic(kwargs={"config": cfg})
+    services = Services()
+    try:
+        services = Services.start(resolved, run_dir)
+        runner = Runner(run_id, run_dir, resolved, pm, store, sampler=services.sampler,
+                        sandbox=services.sandbox, progress=progress or StageProgress())
+        loop = runner.instantiate(resolved.loop, "loop")
+        runner.model_version = state.get("model_version")
+        runner.adapters = dict(state.get("adapters") or {})
+        if done == 0:
+            with record_namespace(f"{run_id}/0"):
+                _evaluate(runner, resolved)
+        for it in range(done + 1, cfg.iterations + 1):
+            runner.iteration, runner.summary = it, {}
+            store.start_iteration(run_id, it)
+            pm.hook.on_iteration_start(run_id=run_id, iteration=it)
+            with record_namespace(f"{run_id}/{it}"):
+                loop.run_iteration(runner, it)  # type: ignore[attr-defined]
+                _evaluate(runner, resolved)
+            store.finish_iteration(run_id, it)
+            pm.hook.on_iteration_end(run_id=run_id, iteration=it, summary=runner.summary)
+            _save_state(run_dir, iterations_done=it, model_version=runner.model_version,
+                        adapters=runner.adapters)
+            if on_iteration:
+                on_iteration(it, runner.summary)
+    except BaseException:
+        store.set_run_status(run_id, "failed")
+        _save_state(run_dir, status="failed")
+        raise
+    finally:
+        services.stop()
+    store.set_run_status(run_id, "finished", ended=True)
+    wall = time.perf_counter() - t_start
+    inside = services.clock.seconds + runner.service_seconds
+    _save_state(run_dir, status="finished", timing={
+        "wall_s": round(wall, 3), "services_s": round(inside, 3),
+        "orchestration_s": round(wall - inside, 3)})
+    store.close()
+    return run_dir
+
+
+def _evaluate(runner: Runner, resolved: ResolvedConfig) -> None:
+    """Run every evaluator on the current model version and record its metrics."""
+    for bound in resolved.evaluators:
+        role = f"eval:{bound.info.name}"
+        evaluator = runner.instantiate(bound, role)
+        runner.progress.start(role, 0)
+        t0 = time.perf_counter()
+        results = evaluator.evaluate(runner.sampler, runner.model_version)  # type: ignore[attr-defined]
+        runner.progress.end(role, 0, len(results), time.perf_counter() - t0)
+        runner.store.add_metrics(runner.run_id, runner.iteration, runner.model_version, results)
+        for r in results:
+            runner.summary.setdefault("metrics", {})[f"{r.evaluator}/{r.metric}"] = r.value

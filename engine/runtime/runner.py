@@ -1,0 +1,189 @@
+"""The runner: what a loop recipe calls to run its stages for one run.
+
+What it is: ``Runner.call(role, *args)`` instantiates the stage bound to ``role``, runs its verb
+on a whole batch, writes the output records (with their parents) to the lineage store under a
+stage execution, fires ``on_stage_end`` / ``on_records_written``, and on resume returns the
+stored outputs of a stage execution that already finished instead of running it again.
+What it is not: a scheduler; where stages run (in process or on Ray actors) is the executor's
+business, and the runner never asks which backend a stage is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.contracts import VERBS, Stage, StageContext
+from engine.records import Link, Record, StageError
+
+if TYPE_CHECKING:
+    from engine.config import ResolvedConfig, ResolvedStage
+    from engine.lineage.store import LineageStore
+    from engine.manager import PluginManager
+
+
+@dataclass
+class StageProgress:
+    """Callbacks the CLI hooks its progress display into (no-ops by default)."""
+
+    start: Callable[[str, int], None] = lambda role, total: None
+    advance: Callable[[str, int], None] = lambda role, n: None
+    end: Callable[[str, int, int, float], None] = lambda role, n_in, n_out, s: None
+
+
+@dataclass
+class Runner:
+    run_id: str
+    run_dir: Path
+    resolved: ResolvedConfig
+    pm: PluginManager
+    store: LineageStore
+    sampler: Any = None
+    sandbox: Any = None
+    progress: StageProgress = field(default_factory=StageProgress)
+    iteration: int = 0
+    model_version: str | None = None
+    adapters: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    service_seconds: float = 0.0
+
+    @property
+    def config(self) -> Any:
+        return self.resolved.config
+
+    @property
+    def loop_options(self) -> Any:
+        return self.resolved.loop.options
+
+    def context(self) -> StageContext:
+        cfg = self.resolved.config
+        return StageContext(seed=cfg.seed * 1000 + self.iteration, iteration=self.iteration,
+                            model_name=cfg.model.name, run_dir=self.run_dir, sampler=self.sampler,
+                            sandbox=self.sandbox, model_version=self.model_version,
+                            adapters=dict(self.adapters))
+
+    def instantiate(self, bound: ResolvedStage, role: str) -> Stage:
+        ctx = self.context()
+        ctx.progress = lambda n: self.progress.advance(role, n)
+        stage: Stage = bound.info.cls(bound.options, ctx)
+        return stage
+
+    # -- stage calls --------------------------------------------------------------------------
+    def call(self, role: str, *args: Sequence[Any], key: str = "") -> list[Any]:
+        """Run the stage bound to ``role`` on a batch; outputs are in input order.
+
+        A stage execution that already finished (a resumed run) is not run again: its recorded
+        outputs are returned. With ``on_error: skip`` a batch that raises is retried record by
+        record; each record that still raises gets a StageError record (its child) instead.
+        """
+        bound = self.resolved.stages[role]
+        kind = bound.info.kind
+        inputs = list(args[0]) if args else []
+        exec_id = self._start(role, bound, key)
+        role = role + (f":{key}" if key else "")
+        done = self.store.stage_execution(exec_id)
+        if done and done.get("finished"):
+            return list(self.store.records_of(exec_id))
+        self.progress.start(role, len(inputs))
+        t0 = time.perf_counter()
+        stage = self.instantiate(bound, role)
+        verb = getattr(stage, VERBS[kind])
+        try:
+            out, errors = self._run(verb, args, bound.on_error) if inputs else ([], [])
+        except Exception as exc:
+            self._finish(exec_id, role, bound, len(inputs), 0, time.perf_counter() - t0,
+                         f"{type(exc).__name__}: {exc}")
+            raise
+        self.write(exec_id, [r for r in out if isinstance(r, Record)])
+        self.write(exec_id, errors)
+        self._finish(exec_id, role, bound, len(inputs), len(out), time.perf_counter() - t0,
+                     f"{len(errors)} record(s) failed and were skipped" if errors else None)
+        if errors:  # recorded, so the execution still counts as finished for resume
+            self.store.finish_stage(exec_id, n_in=len(inputs), n_out=len(out),
+                                    seconds=time.perf_counter() - t0, error=None)
+        return out
+
+    @staticmethod
+    def _run(verb: Callable[..., Any], args: Sequence[Sequence[Any]], policy: str,
+             ) -> tuple[list[Any], list[Record]]:
+        try:
+            return list(verb(*args)), []
+        except Exception:
+            if policy != "skip":
+                raise
+        out: list[Any] = []
+        errors: list[Record] = []
+        for item in zip(*args, strict=True):
+            try:
+                out.extend(verb(*([x] for x in item)))
+            except Exception as exc:
+                bad = item[0]
+                errors.append(StageError(error=f"{type(exc).__name__}: {exc}"[:2000],
+                                         parents=[Link(id=bad.id, role="input")]))
+        return out, errors
+
+    def ingest(self, role: str, records: Sequence[Record]) -> list[Record]:
+        """Record what the loop itself made (loaded data, assembled examples) as a stage."""
+        exec_id = self.store.start_stage(
+            self.run_id, self.iteration, role, kind="source", stage=role,
+            plugin=self.resolved.loop.info.plugin, plugin_version=self.resolved.loop.info.version,
+            options={}, model_version=self.model_version)
+        self.write(exec_id, records)
+        self.store.finish_stage(exec_id, n_in=0, n_out=len(records), seconds=0.0)
+        self.funnel(role, len(records))
+        return list(records)
+
+    def write(self, exec_id: str, records: Sequence[Record]) -> None:
+        if records:
+            self.store.write_records(self.run_id, self.iteration, exec_id, records)
+            self.pm.hook.on_records_written(run_id=self.run_id, records=list(records))
+
+    def funnel(self, role: str, count: int) -> None:
+        self.summary.setdefault("funnel", {})[role] = count
+
+    def _start(self, role: str, bound: ResolvedStage, key: str) -> str:
+        return self.store.start_stage(
+            self.run_id, self.iteration, role + (f":{key}" if key else ""), kind=bound.info.kind,
+            stage=bound.info.name, plugin=bound.info.plugin, plugin_version=bound.info.version,
+            options=bound.options.model_dump(mode="json"), model_version=self.model_version,
+            attempt_key=key)
+
+    def _finish(self, exec_id: str, role: str, bound: ResolvedStage, n_in: int, n_out: int,
+                seconds: float, error: str | None) -> None:
+        self.store.finish_stage(exec_id, n_in=n_in, n_out=n_out, seconds=seconds, error=error)
+        self.progress.end(role, n_in, n_out, seconds)
+        self.funnel(role, n_out)
+        self.pm.hook.on_stage_end(run_id=self.run_id, iteration=self.iteration, role=role,
+                                  stage=bound.info.name, n_in=n_in, n_out=n_out, seconds=seconds,
+                                  error=error)
+
+    # -- training -----------------------------------------------------------------------------
+    def train(self, examples: Sequence[Record], role: str = "policy") -> str | None:
+        """Train the configured trainer on ``examples``; record and return the new model version."""
+        from engine.training.protocol import ModelVersion
+
+        bound = self.resolved.trainer
+        if bound is None or not examples:
+            return None
+        stage_role = f"train:{role}"
+        exec_id = self._start(stage_role, bound, "")
+        base = ModelVersion(base_model=self.config.model.name, adapter_path=self.adapters.get(role),
+                            parent=self.model_version)
+        out_dir = self.run_dir / "adapters" / f"iter{self.iteration}-{role}"
+        t0 = time.perf_counter()
+        trainer = self.instantiate(bound, stage_role)
+        t_train = time.perf_counter()
+        new: ModelVersion = trainer.train(list(examples), base, str(out_dir))  # type: ignore[attr-defined]
+        self.service_seconds += time.perf_counter() - t_train
+        self.store.add_model_version(
+            new.id, run_id=self.run_id, base_model=new.base_model, adapter_path=new.adapter_path,
+            checkpoint_hash=new.checkpoint_hash, parent_version=self.model_version, execution_id=exec_id,
+            trained_on=[e.id for e in examples])
+        self._finish(exec_id, stage_role, bound, len(examples), 1, time.perf_counter() - t0, None)
+        if new.adapter_path:
+            self.adapters[role] = new.adapter_path
+        self.model_version = new.id
+        return new.id

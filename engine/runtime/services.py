@@ -1,0 +1,94 @@
+"""Services a run shares across its stages: the sampler and the sandbox, started once.
+
+What it is: construction of the run's sampler (wrapped in the request cache when one is
+available) and sandbox from the resolved config, and their shutdown. What it is not: the Ray
+placement of these services, which belongs to the Ray executor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.config import ResolvedConfig
+from engine.contracts import StageContext
+
+
+@dataclass
+class Services:
+    sampler: Any = None
+    sandbox: Any = None
+    started_ray: bool = False
+    clock: Clock = field(default_factory=lambda: Clock())
+
+    @classmethod
+    def start(cls, resolved: ResolvedConfig, run_dir: Path) -> Services:
+        """Build the sampler (behind the request cache) and sandbox: as Ray actors when
+        ``runtime.ray`` is on (the default), else in this process."""
+        cfg = resolved.config
+        ctx = StageContext(seed=cfg.seed, model_name=cfg.model.name, run_dir=run_dir)
+        bound = [b for b in (resolved.sampler, resolved.sandbox) if b is not None]
+        if cfg.runtime.ray:
+            from engine.runtime.ray_services import ActorProxy, start_ray
+
+            started = start_ray(cfg.runtime.address, cfg.runtime.num_cpus,
+                                sum(b.info.cls.resources.num_cpus for b in bound))
+            made = [ActorProxy.create(b.info.cls, b.options, ctx) for b in bound]
+        else:
+            started = False
+            made = [b.info.cls(b.options, ctx) for b in bound]
+        clock = Clock()
+        sampler = Timed(_with_cache(made[0], run_dir), clock)
+        sandbox = Timed(made[1], clock) if len(made) > 1 else None
+        return cls(sampler=sampler, sandbox=sandbox, started_ray=started, clock=clock)
+
+    def stop(self) -> None:
+        for svc in (self.sampler, self.sandbox):
+            close = getattr(svc, "close", None)
+            if callable(close):
+                close()
+        if self.started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _with_cache(sampler: Any, run_dir: Path) -> Any:
+    """Wrap the sampler in the request cache kept beside the lineage store."""
+    from engine.sampling.cache import CachedSampler, SampleCache
+
+    return CachedSampler(sampler, SampleCache.in_run_dir(run_dir))
+
+
+@dataclass
+class Clock:
+    """Seconds spent inside service calls (sampling, sandboxing, training): what is not
+    orchestration. bench/runtime reports wall time minus this."""
+
+    seconds: float = 0.0
+
+
+class Timed:
+    """Adds the time of each ``sample`` / ``execute`` call to a clock; else transparent."""
+
+    def __init__(self, service: Any, clock: Clock) -> None:
+        self._service = service
+        self._clock = clock
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._service, attr)
+
+    def _timed(self, verb: str, batch: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return getattr(self._service, verb)(batch)
+        finally:
+            self._clock.seconds += time.perf_counter() - t0
+
+    def sample(self, requests: Any) -> Any:
+        return self._timed("sample", requests)
+
+    def execute(self, jobs: Any) -> Any:
+        return self._timed("execute", jobs)

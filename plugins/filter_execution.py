@@ -1,0 +1,112 @@
+"""Sandbox execution of generated code: the ``sandbox-exec`` generator and the ``passed`` filter.
+
+What it is: ``sandbox-exec`` turns each Response (code in ``text``, asserts in ``tests``) into an
+Execution record linked to it (edge role ``tests``), running the whole batch as ONE call to the
+run's sandbox (``context.sandbox``; the default bubblewrap sandbox when the context has none).
+Identical (code, tests) pairs run once per batch; a response without code or without tests gets
+an ``error`` Execution without running. ``passed`` keeps the Executions whose status is
+``passed`` (and that ran at least ``min_tests`` tests), passing other records through untouched,
+like the ``verdict`` filter. A generator plus a filter, because a filter only returns a subset of
+its inputs and the Execution records must land in lineage.
+What it is not: the isolation (sandbox/) nor a judge of test quality (a weak test is a weak test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import hookimpl
+from engine.contracts import Stage, StageContext
+from engine.records import Execution, Link, Record, Response
+from sandbox.protocol import Job, Limits, Result
+
+
+class SandboxExecOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limits: Limits = Field(default_factory=lambda: Limits(timeout_s=5.0, cpu_s=5.0, memory_mb=512),
+                           description="per-job limits (time, CPU, memory, output)")
+
+
+class PassedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_tests: int = Field(1, ge=0, description="an execution must have run at least this many tests")
+
+
+def context_sandbox(context: StageContext) -> tuple[Any, bool]:
+    """The run's sandbox, or a fresh default bubblewrap one; the flag says the caller must close it."""
+    if context.sandbox is not None:
+        return context.sandbox, False
+    from plugins.sandbox_local import BubblewrapSandbox
+
+    return BubblewrapSandbox(), True
+
+
+def run_jobs(context: StageContext, jobs: Sequence[Job]) -> list[Result]:
+    """Run ``jobs`` in one sandbox call, each distinct (program, tests, limits) once; input order."""
+    if not jobs:
+        return []
+    keys = [hashlib.sha256(j.model_dump_json().encode()).hexdigest() for j in jobs]
+    unique: dict[str, Job] = {}
+    for key, job in zip(keys, jobs, strict=True):
+        unique.setdefault(key, job)
+    sandbox, owned = context_sandbox(context)
+    try:
+        results = dict(zip(unique, sandbox.execute(list(unique.values())), strict=True))
+    finally:
+        if owned:
+            sandbox.close()
+    return [results[k].model_copy(deep=True) for k in keys]
+
+
+class SandboxExec(Stage):
+    """Response -> Execution of its code against its own tests."""
+
+    kind = "generator"
+    name = "sandbox-exec"
+    Options = SandboxExecOptions
+
+    def generate(self, inputs: Sequence[Record]) -> list[Record]:
+        opts = self.options
+        assert isinstance(opts, SandboxExecOptions)
+        responses = [r for r in inputs if isinstance(r, Response)]
+        runnable = [r for r in responses if r.text.strip() and (r.tests or "").strip()]
+        results = run_jobs(self.context, [Job(program=r.text, tests=r.tests or "", limits=opts.limits)
+                                          for r in runnable])
+        by_id = {r.id: res for r, res in zip(runnable, results, strict=True)}
+        out: list[Record] = []
+        for resp in responses:
+            res = by_id.get(resp.id)
+            if res is None:
+                why = "no code" if not resp.text.strip() else "no tests"
+                res = Result(status="error", detail=why, stderr=why)
+            out.append(res.to_record([Link(id=resp.id, role="tests")]))
+        self.context.progress(len(responses))
+        return out
+
+
+class Passed(Stage):
+    """Keeps Executions that passed; other records pass through."""
+
+    kind = "filter"
+    name = "passed"
+    Options = PassedOptions
+
+    def filter(self, records: Sequence[Record]) -> list[Record]:
+        opts = self.options
+        assert isinstance(opts, PassedOptions)
+        return [r for r in records if not isinstance(r, Execution) or (
+            r.status == "passed" and int(r.meta.get("n_tests", 0)) >= opts.min_tests)]
+
+
+@hookimpl
+def register_generators() -> list[type]:
+    return [SandboxExec]
+
+
+@hookimpl
+def register_filters() -> list[type]:
+    return [Passed]

@@ -1,0 +1,43 @@
+"""The ``respond`` generator: answer tasks by sampling ``n`` responses each from the run's model.
+
+What it is: tasks in, responses out (each linked to its task), batched as one sampler call.
+What it is not: a judge or a filter; it keeps every sample, even empty ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine import hookimpl
+from engine.contracts import Stage
+from engine.records import Link, Record, Response, Task
+from plugins._llm import SamplingOptions, load_template, sample_texts
+
+
+class RespondOptions(SamplingOptions):
+    pass
+
+
+class Respond(Stage):
+    kind = "generator"
+    name = "respond"
+    Options = RespondOptions
+
+    def generate(self, inputs: Sequence[Record]) -> list[Record]:
+        opts = self.options
+        assert isinstance(opts, RespondOptions)
+        tasks = [t for t in inputs if isinstance(t, Task)]
+        template = load_template(opts.template, "respond.txt")
+        prompts = [template.format(prompt=t.prompt) for t in tasks]
+        out: list[Record] = []
+        for task, (texts, version) in zip(tasks, sample_texts(self.context, self.name, prompts, opts),
+                                          strict=True):
+            for i, text in enumerate(texts):
+                out.append(Response(text=text, prompt=task.prompt, sample_index=i, model_version=version,
+                                    parents=[Link(id=task.id, role="input")]))
+        return out
+
+
+@hookimpl
+def register_generators() -> list[type]:
+    return [Respond]

@@ -1,0 +1,179 @@
+"""The ``reinforce`` trainer: on-policy policy-gradient steps on sampled multi-turn trajectories.
+
+What it is: ``trajectory`` records (chat turns the policy sampled, plus named rewards) -> for every
+assistant turn, the tokens of that turn under the chat template -> a small explicit torch loop on
+the LoRA adapter of ``base`` (continuing ``base.adapter_path``) with the token-level loss
+
+    -(reward - baseline) * log pi(token) + kl_beta * turn_kl * KL(pi || ref)(token)
+
+averaged over the trained tokens of a batch. The reward is ``rewards[reward_field]`` (a scalar for
+every assistant turn or one value per turn); the baseline is the mean reward of that turn position
+over the trajectories of the call (``baseline="mean"``) or zero. KL is estimated on the sampled
+tokens (k3 = e^d - d - 1 with d = log ref - log pi, as in GRPO; or k1 = -d). The reference is the
+base model with the adapters disabled (peft's ``disable_adapter()``), so there is no second model
+copy. This is enough for SCoRe: Stage I puts reward only on attempt 2 (per-turn rewards ``[0, r2]``)
+and a strong KL on attempt 1 (``turn_kl=[10, 1]``); Stage II uses ``r1 + r2 + alpha*(r2 - r1)``.
+What it is not: PPO (no clipping, no value model) or a sampler; it re-tokenizes the turns' text,
+which may differ from the sampled token ids at a few boundaries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from engine import hookimpl
+from engine.records import Record, Trajectory
+from engine.training.protocol import ModelVersion
+from plugins._lora import LoraTrainer, TrainOptions, load_policy, quiet, save_version, seed_everything
+
+
+class ReinforceOptions(TrainOptions):
+    learning_rate: float = Field(1e-5, gt=0.0)
+    kl_beta: float = Field(0.05, ge=0.0, description="KL(policy || base model) coefficient")
+    reward_field: str = Field("reward", description="which entry of a trajectory's rewards to maximise")
+    baseline: Literal["mean", "none"] = Field("mean", description="subtract the mean reward per turn")
+    kl_estimator: Literal["k3", "k1"] = Field("k3")
+    max_grad_norm: float = Field(1.0, gt=0.0)
+
+
+@dataclass
+class Encoded:
+    """A trajectory as token ids, its assistant-turn spans [start, end), and per-turn weights."""
+
+    ids: list[int]
+    spans: list[tuple[int, int]]
+    rewards: list[float]
+    kl_scale: list[float]
+
+
+def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode(tokenizer: Any, rec: Record, reward_field: str, max_length: int) -> Encoded:
+    """Token ids and assistant spans of one trajectory (truncated to ``max_length``)."""
+    if not isinstance(rec, Trajectory):
+        raise TypeError(f"reinforce trains on trajectory records, not {rec.kind!r}")
+    msgs = [{"role": m["role"], "content": m["content"]} for m in rec.messages]
+    turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+    if not turns or turns[0] == 0:
+        raise ValueError(f"trajectory {rec.id} needs assistant turns that follow a prompt")
+    if reward_field not in rec.rewards:
+        raise KeyError(f"trajectory {rec.id} has no reward {reward_field!r} (has {sorted(rec.rewards)})")
+    value = rec.rewards[reward_field]
+    rewards = [float(x) for x in value] if isinstance(value, list) else [float(value)] * len(turns)
+    scale = list(rec.turn_kl) if rec.turn_kl is not None else [1.0] * len(turns)
+    if len(rewards) != len(turns) or len(scale) != len(turns):
+        raise ValueError(f"trajectory {rec.id}: {len(turns)} assistant turns but {len(rewards)} rewards "
+                         f"and {len(scale)} turn_kl values")
+    ids = _chat_ids(tokenizer, msgs, False)
+    spans = []
+    for i in turns:
+        start = len(_chat_ids(tokenizer, msgs[:i], True))
+        end = len(_chat_ids(tokenizer, msgs[:i + 1], False))
+        spans.append((max(start, 1), min(end, max_length)))
+    return Encoded(ids[:max_length], spans, rewards, scale)
+
+
+def advantages(batch: list[Encoded], baseline: str) -> list[list[float]]:
+    """reward - mean reward of the same turn position over all trajectories (or reward alone)."""
+    if baseline == "none":
+        return [list(e.rewards) for e in batch]
+    width = max(len(e.rewards) for e in batch)
+    means = []
+    for t in range(width):
+        vals = [e.rewards[t] for e in batch if t < len(e.rewards)]
+        means.append(sum(vals) / len(vals))
+    return [[r - means[t] for t, r in enumerate(e.rewards)] for e in batch]
+
+
+def batch_tensors(torch: Any, items: list[tuple[Encoded, list[float]]], pad_id: int, device: str) -> dict:
+    """Right-padded ids and mask, plus per-target-token advantage, KL scale and loss mask."""
+    width = max(len(e.ids) for e, _ in items)
+    n = len(items)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((n, width), dtype=torch.long)
+    adv, kl, mask = (torch.zeros((n, width - 1)) for _ in range(3))
+    for row, (e, a) in enumerate(items):
+        ids[row, :len(e.ids)] = torch.tensor(e.ids)
+        attn[row, :len(e.ids)] = 1
+        for (start, end), a_t, k_t in zip(e.spans, a, e.kl_scale, strict=True):
+            if end > start:  # token at position p is predicted by logits at p - 1
+                adv[row, start - 1:end - 1] = a_t
+                kl[row, start - 1:end - 1] = k_t
+                mask[row, start - 1:end - 1] = 1.0
+    return {k: v.to(device) for k, v in dict(ids=ids, attn=attn, adv=adv, kl=kl, mask=mask).items()}
+
+
+def token_logps(torch: Any, model: Any, t: dict) -> Any:
+    logits = model(input_ids=t["ids"], attention_mask=t["attn"], use_cache=False).logits[:, :-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, t["ids"][:, 1:, None])[..., 0]
+
+
+class ReinforceTrainerStage(LoraTrainer):
+    """REINFORCE with a per-turn-position mean baseline and a KL term to the base model."""
+
+    name = "reinforce"
+    Options = ReinforceOptions
+
+    def __init__(self, options: Any = None, context: Any = None, pm: Any = None) -> None:
+        super().__init__(options, context)
+        self.pm = pm
+
+    def train(self, examples: Sequence[Record], base: ModelVersion, out_dir: str) -> ModelVersion:
+        import torch
+
+        opts: ReinforceOptions = self.opts
+        if not examples:
+            raise ValueError("reinforce got no trajectories")
+        with quiet(opts.verbose):
+            seed_everything(self.seed)
+            model, tokenizer = load_policy(base, opts, self.pm)
+            enc = [encode(tokenizer, r, opts.reward_field, opts.max_length) for r in examples]
+            adv = advantages(enc, opts.baseline)
+            device = next(model.parameters()).device.type
+            params = [p for p in model.parameters() if p.requires_grad]
+            optim = torch.optim.AdamW(params, lr=opts.learning_rate, weight_decay=0.0)
+            gen = torch.Generator().manual_seed(self.seed)
+            per_epoch = math.ceil(len(enc) / opts.batch_size)
+            steps = opts.max_steps or max(1, math.ceil(opts.epochs * per_epoch / opts.grad_accum))
+            order: list[int] = []
+            stats = {"loss": 0.0, "pg": 0.0, "kl": 0.0}
+            model.train()
+            for _ in range(steps):
+                optim.zero_grad(set_to_none=True)
+                for _ in range(opts.grad_accum):
+                    if len(order) < opts.batch_size:
+                        order += torch.randperm(len(enc), generator=gen).tolist()
+                    pick, order = order[:opts.batch_size], order[opts.batch_size:]
+                    t = batch_tensors(torch, [(enc[i], adv[i]) for i in pick], tokenizer.pad_token_id, device)
+                    logp = token_logps(torch, model, t)
+                    with torch.no_grad(), model.disable_adapter():
+                        ref = token_logps(torch, model, t)
+                    d = ref - logp
+                    kl = torch.exp(d) - d - 1 if opts.kl_estimator == "k3" else -d
+                    pg = -t["adv"] * logp
+                    n_tok = t["mask"].sum().clamp(min=1.0)
+                    pg_loss = (pg * t["mask"]).sum() / n_tok
+                    kl_loss = (kl * t["kl"] * t["mask"]).sum() / n_tok
+                    loss = (pg_loss + opts.kl_beta * kl_loss) / opts.grad_accum
+                    loss.backward()
+                    stats = {"loss": pg_loss.item() + opts.kl_beta * kl_loss.item(), "pg": pg_loss.item(),
+                             "kl": kl_loss.item()}
+                torch.nn.utils.clip_grad_norm_(params, opts.max_grad_norm)
+                optim.step()
+            model.eval()
+            rewards = [r for e in enc for r in e.rewards]
+            self.last_metrics = dict(stats, steps=steps, reward_mean=sum(rewards) / len(rewards))
+            return save_version(model, base, out_dir)
+
+
+@hookimpl
+def register_trainers() -> list[type]:
+    return [ReinforceTrainerStage]

@@ -1,0 +1,92 @@
+"""The ``sft`` trainer: supervised fine-tuning of a LoRA adapter with TRL's ``SFTTrainer``.
+
+What it is: records -> chat prompt/completion rows (the model's chat template applied by TRL; by
+default the loss is on the completion only) -> a few optimizer steps on the LoRA adapter of
+``base`` (continuing ``base.adapter_path`` when set) -> a new ``ModelVersion`` whose adapter the
+samplers load by path. It accepts ``training_example`` (chat ``messages`` ending in an assistant
+turn, or ``prompt``/``completion``), ``response`` and ``refinement`` (``prompt`` -> ``text``) and
+``preference_pair`` (``prompt`` -> ``chosen``, i.e. rejection-sampling fine-tuning).
+What it is not: packing, multi-adapter training, or full fine-tuning; every assistant turn but the
+last of a multi-turn example is context, not target.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import Field
+
+from engine import hookimpl
+from engine.records import PreferencePair, Record, Response, TrainingExample
+from engine.training.protocol import ModelVersion
+from plugins._lora import (
+    LoraTrainer,
+    TrainOptions,
+    assistant_turn,
+    load_policy,
+    quiet,
+    run_quietly,
+    save_version,
+    seed_everything,
+    trainer_args,
+    user_turn,
+)
+
+
+class SFTOptions(TrainOptions):
+    completion_only_loss: bool = Field(True, description="loss on the completion tokens only")
+
+
+def to_row(rec: Record) -> dict[str, list[dict[str, str]]]:
+    """One chat prompt/completion row for TRL (conversational prompt-completion format)."""
+    if isinstance(rec, TrainingExample):
+        if rec.messages:
+            msgs = [{"role": m["role"], "content": m["content"]} for m in rec.messages]
+            if msgs[-1]["role"] != "assistant":
+                raise ValueError(f"training example {rec.id}: the last message must be the assistant's")
+            return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+        if rec.prompt is not None and rec.completion is not None:
+            return {"prompt": user_turn(rec.prompt), "completion": assistant_turn(rec.completion)}
+        raise ValueError(f"training example {rec.id} has neither messages nor prompt and completion")
+    if isinstance(rec, Response):  # responses and refinements
+        return {"prompt": user_turn(rec.prompt), "completion": assistant_turn(rec.text)}
+    if isinstance(rec, PreferencePair):
+        return {"prompt": user_turn(rec.prompt), "completion": assistant_turn(rec.chosen)}
+    raise TypeError(f"sft trains on training_example, response, refinement or preference_pair records, "
+                    f"not {rec.kind!r}")
+
+
+class SFTTrainerStage(LoraTrainer):
+    """Supervised LoRA fine-tuning through TRL's SFTTrainer."""
+
+    name = "sft"
+    Options = SFTOptions
+
+    def __init__(self, options: Any = None, context: Any = None, pm: Any = None) -> None:
+        super().__init__(options, context)
+        self.pm = pm
+
+    def train(self, examples: Sequence[Record], base: ModelVersion, out_dir: str) -> ModelVersion:
+        rows = [to_row(r) for r in examples]
+        if not rows:
+            raise ValueError("sft got no examples")
+        from datasets import Dataset
+        from trl import SFTConfig, SFTTrainer
+
+        opts: SFTOptions = self.opts
+        with quiet(opts.verbose), tempfile.TemporaryDirectory(prefix="sft-") as tmp:
+            seed_everything(self.seed)
+            model, tokenizer = load_policy(base, opts, self.pm)
+            args = SFTConfig(**trainer_args(opts, self.seed, tmp),
+                             completion_only_loss=opts.completion_only_loss, packing=False)
+            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                 processing_class=tokenizer)
+            self.last_metrics = run_quietly(trainer, opts.verbose)
+            return save_version(trainer.model, base, out_dir)
+
+
+@hookimpl
+def register_trainers() -> list[type]:
+    return [SFTTrainerStage]
