@@ -9,7 +9,7 @@ What it is not: the runner; validating a config creates no run directory and no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -78,13 +78,16 @@ class LoopConfig(BaseModel):
     store: StoreConfig = StoreConfig()
     sandbox: StageRef | None = None
     trainer: StageRef | None = None
+    trainers: dict[str, StageRef] = Field(
+        default_factory=dict, description="per-role trainers (e.g. policy: dpo, refiner: sft); "
+                                          "roles not named here use `trainer`")
     evaluators: list[StageRef] = Field(default_factory=list)
     output_dir: Path = Path("runs")
 
     _refs = field_validator("loop", "sampler", "sandbox", "trainer", mode="before")(
         classmethod(lambda cls, v: _as_ref(v)))
 
-    @field_validator("stages", mode="before")
+    @field_validator("stages", "trainers", mode="before")
     @classmethod
     def _stage_refs(cls, v: Any) -> Any:
         return {k: _as_ref(x) for k, x in v.items()} if isinstance(v, dict) else v
@@ -118,6 +121,11 @@ class ResolvedConfig:
     trainer: ResolvedStage | None
     evaluators: list[ResolvedStage]
     source: str = "config"
+    trainers: dict[str, ResolvedStage] = field(default_factory=dict)
+
+    def trainer_for(self, role: str) -> ResolvedStage | None:
+        """The trainer of an adapter role: ``trainers[role]``, else ``trainer``."""
+        return self.trainers.get(role, self.trainer)
 
 
 def default_ref(default: str | dict[str, Any], given: StageRef | None) -> StageRef:
@@ -263,12 +271,14 @@ def resolve_config(cfg: LoopConfig, pm: PluginManager, node: yaml.Node | None = 
                 stages[role] = bound
     sandbox = bind("sandbox", cfg.sandbox, ("sandbox",)) if cfg.sandbox else None
     trainer = bind("trainer", cfg.trainer, ("trainer",)) if cfg.trainer else None
+    trainers = {role: bind("trainer", ref, ("trainers", role)) for role, ref in cfg.trainers.items()}
     evaluators = [bind("evaluator", ref, ("evaluators", i)) for i, ref in enumerate(cfg.evaluators)]
     if problems:
         raise ConfigError(problems, source)
     assert loop is not None and sampler is not None
     return ResolvedConfig(cfg, loop, sampler, stages, sandbox, trainer,
-                          [e for e in evaluators if e is not None], source)
+                          [e for e in evaluators if e is not None], source,
+                          {r: t for r, t in trainers.items() if t is not None})
 
 
 def load_config(path: Path, overrides: list[str] | None = None,

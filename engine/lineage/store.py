@@ -239,6 +239,12 @@ class LineageStore:
                              .where(td.c.model_version == version_id)).scalar_one()
         return dict(row._mapping, n_trained_on=int(n))
 
+    def model_version_made_by(self, execution_id: str) -> str | None:
+        """The id of the model version a (training) stage execution recorded, if any."""
+        mv = t.model_versions.c
+        with self.engine.connect() as conn:
+            return conn.execute(select(mv.id).where(mv.execution_id == execution_id)).scalar()
+
     def trained_on(self, version_id: str) -> list[str]:
         td = t.training_data.c
         with self.engine.connect() as conn:

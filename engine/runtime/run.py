@@ -123,6 +123,7 @@ def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginMan
         loop = runner.instantiate(resolved.loop, "loop")
         runner.model_version = state.get("model_version")
         runner.adapters = dict(state.get("adapters") or {})
+        runner.versions = dict(state.get("versions") or {})
         if done == 0:
             with record_namespace(f"{run_id}/0"):
                 _evaluate(runner, resolved)
@@ -136,7 +137,7 @@ def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginMan
             store.finish_iteration(run_id, it)
             pm.hook.on_iteration_end(run_id=run_id, iteration=it, summary=runner.summary)
             _save_state(run_dir, iterations_done=it, model_version=runner.model_version,
-                        adapters=runner.adapters)
+                        adapters=runner.adapters, versions=runner.versions)
             if on_iteration:
                 on_iteration(it, runner.summary)
     except BaseException:

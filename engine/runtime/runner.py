@@ -47,6 +47,7 @@ class Runner:
     iteration: int = 0
     model_version: str | None = None
     adapters: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)  # adapter role -> its latest model version
     summary: dict[str, Any] = field(default_factory=dict)
     service_seconds: float = 0.0
 
@@ -162,16 +163,26 @@ class Runner:
 
     # -- training -----------------------------------------------------------------------------
     def train(self, examples: Sequence[Record], role: str = "policy") -> str | None:
-        """Train the configured trainer on ``examples``; record and return the new model version."""
+        """Train the adapter of ``role`` with its trainer (``trainers[role]``, else ``trainer``) on
+        ``examples``; record and return the new model version. The ``policy`` role's version is the
+        run's ``model_version``; each role continues from its own previous adapter."""
         from engine.training.protocol import ModelVersion
 
-        bound = self.resolved.trainer
+        bound = self.resolved.trainer_for(role)
         if bound is None or not examples:
             return None
         stage_role = f"train:{role}"
         exec_id = self._start(stage_role, bound, "")
+        done = self.store.stage_execution(exec_id)
+        made = self.store.model_version_made_by(exec_id) if done and done.get("finished") else None
+        if made is not None:  # a resumed run: this training finished before the crash; never redo it
+            row = self.store.get_model_version(made)
+            assert row is not None
+            self._adopt(role, made, row["adapter_path"])
+            return made
+        parent = self.versions.get(role, self.model_version if role == "policy" else None)
         base = ModelVersion(base_model=self.config.model.name, adapter_path=self.adapters.get(role),
-                            parent=self.model_version)
+                            parent=parent)
         out_dir = self.run_dir / "adapters" / f"iter{self.iteration}-{role}"
         t0 = time.perf_counter()
         trainer = self.instantiate(bound, stage_role)
@@ -180,10 +191,15 @@ class Runner:
         self.service_seconds += time.perf_counter() - t_train
         self.store.add_model_version(
             new.id, run_id=self.run_id, base_model=new.base_model, adapter_path=new.adapter_path,
-            checkpoint_hash=new.checkpoint_hash, parent_version=self.model_version, execution_id=exec_id,
+            checkpoint_hash=new.checkpoint_hash, parent_version=parent, execution_id=exec_id,
             trained_on=[e.id for e in examples])
         self._finish(exec_id, stage_role, bound, len(examples), 1, time.perf_counter() - t0, None)
-        if new.adapter_path:
-            self.adapters[role] = new.adapter_path
-        self.model_version = new.id
+        self._adopt(role, new.id, new.adapter_path)
         return new.id
+
+    def _adopt(self, role: str, version: str, adapter_path: str | None) -> None:
+        if adapter_path:
+            self.adapters[role] = adapter_path
+        self.versions[role] = version
+        if role == "policy":
+            self.model_version = version
