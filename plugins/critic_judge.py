@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -42,6 +42,27 @@ def majority(yes: int, no: int, tie: str) -> bool | None:
     return {"yes": True, "no": False}.get(tie)
 
 
+def judge_prompts(pairs: Sequence[tuple[str, str]], opts: JudgeOptions) -> list[str]:
+    """The judge prompt of each (instruction, response text) pair."""
+    template = load_template(opts.template, "judge.txt")
+    return [template.format(prompt=prompt, response=text) for prompt, text in pairs]
+
+
+def tally(texts: Sequence[str], opts: JudgeOptions) -> dict[str, Any]:
+    """The vote fields of a Critique from sampled judge texts: verdict, votes and the Yes share."""
+    verdicts = [parse_verdict(t, opts.yes_pattern, opts.no_pattern) for t in texts]
+    yes, no = verdicts.count(True), verdicts.count(False)
+    return {"verdict": majority(yes, no, opts.tie), "votes_yes": yes, "votes_no": no,
+            "vote_share": yes / len(texts)}
+
+
+def make_critique(response_id: str, texts: Sequence[str], version: str | None,
+                  opts: JudgeOptions) -> Critique:
+    """The critique of one response from its sampled judge texts."""
+    return Critique(**tally(texts, opts), text="\n---\n".join(texts), model_version=version,
+                    parents=[Link(id=response_id, role="judges")])
+
+
 class LLMJudge(Stage):
     kind = "critic"
     name = "llm-judge"
@@ -50,18 +71,10 @@ class LLMJudge(Stage):
     def critique(self, responses: Sequence[Response]) -> list[Critique]:
         opts = self.options
         assert isinstance(opts, JudgeOptions)
-        template = load_template(opts.template, "judge.txt")
-        prompts = [template.format(prompt=r.prompt, response=r.text) for r in responses]
-        out = []
-        for resp, (texts, version) in zip(responses, sample_texts(
-                self.context, self.name, prompts, opts, n=opts.votes, seed_offset=1), strict=True):
-            verdicts = [parse_verdict(t, opts.yes_pattern, opts.no_pattern) for t in texts]
-            yes, no = verdicts.count(True), verdicts.count(False)
-            out.append(Critique(
-                verdict=majority(yes, no, opts.tie), votes_yes=yes, votes_no=no,
-                vote_share=yes / len(texts), text="\n---\n".join(texts), model_version=version,
-                parents=[Link(id=resp.id, role="judges")]))
-        return out
+        prompts = judge_prompts([(r.prompt, r.text) for r in responses], opts)
+        sampled = sample_texts(self.context, self.name, prompts, opts, n=opts.votes, seed_offset=1)
+        return [make_critique(resp.id, texts, version, opts)
+                for resp, (texts, version) in zip(responses, sampled, strict=True)]
 
 
 @hookimpl

@@ -32,6 +32,14 @@ def extract(text: str, start: str, end: str) -> str:
     return text.split(end, 1)[0].strip()
 
 
+def refine_prompts(responses: Sequence[Response], critiques: Sequence[Critique],
+                   opts: RefineOptions) -> list[str]:
+    """The rewrite prompt of each (response, critique) pair: the first of the critique's texts."""
+    template = load_template(opts.template, "refine.txt")
+    return [template.format(prompt=r.prompt, response=r.text, critique=c.text.split("\n---\n")[0])
+            for r, c in zip(responses, critiques, strict=True)]
+
+
 class CritiqueRefiner(Stage):
     kind = "refiner"
     name = "critique-refine"
@@ -42,10 +50,8 @@ class CritiqueRefiner(Stage):
         assert isinstance(opts, RefineOptions)
         if len(responses) != len(critiques):
             raise ValueError(f"{len(responses)} responses but {len(critiques)} critiques")
-        template = load_template(opts.template, "refine.txt")
-        prompts = [template.format(prompt=r.prompt, response=r.text, critique=c.text.split("\n---\n")[0])
-                   for r, c in zip(responses, critiques, strict=True)]
-        sampled = sample_texts(self.context, self.name, prompts, opts, seed_offset=2)
+        sampled = sample_texts(self.context, self.name, refine_prompts(responses, critiques, opts), opts,
+                               seed_offset=2)
         out = []
         for resp, crit, (texts, version) in zip(responses, critiques, sampled, strict=True):
             depth = resp.depth + 1 if isinstance(resp, Refinement) else 1
