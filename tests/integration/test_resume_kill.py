@@ -48,15 +48,18 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Counter[str]:
 
 @pytest.mark.parametrize("after_s", [1.0, 3.5, 6.0])
 def test_sigkill_then_resume(tmp_path: Path, uninterrupted: Counter[str], after_s: float) -> None:
-    proc = subprocess.Popen(cli("run", *ARGS, f"output_dir={tmp_path}"), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list(tmp_path.glob("*/run.json")):
+    out = tmp_path / "out"
+    with (tmp_path / "stderr.txt").open("wb") as err:
+        proc = subprocess.Popen(cli("run", *ARGS, f"output_dir={out}"), cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("*/run.json")):
+        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-2000:]
         time.sleep(0.05)  # wait for the run to exist, then let it get some way in
     time.sleep(after_s)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = out.iterdir()
     state = json.loads((run_dir / "run.json").read_text())
     assert state["status"] == "running", "killed before it could finish"
     resumed = subprocess.run(cli("resume", str(run_dir)), cwd=ROOT, capture_output=True, text=True)

@@ -80,8 +80,12 @@ def test_wrapper_forwards_backend_attributes(tmp_path: Path) -> None:
     assert sampler.model_version_for(None) == backend.model_version
 
 
+class Unversioned:
+    model_version = "fixed"  # a sampler with one version and no model_version_for(adapter)
+
+
 def test_samplers_without_versions_or_adapters_are_refused() -> None:
     with pytest.raises(TypeError, match="does not serve adapters"):
-        version_of(ScriptedSampler(), "some-adapter")
+        version_of(Unversioned(), "some-adapter")
     with pytest.raises(TypeError, match="cannot be cached"):
         version_of(object(), None)
