@@ -74,9 +74,11 @@ def test_refiner_contract(name: str) -> None:
     crits = [Critique(verdict=False, text="bad", parents=[Link(id=r.id, role="judges")]) for r in resp]
     out = build("refiner", name).refine(resp, crits)
     assert len(out) >= len(resp)
-    for ref in out:
+    known = {r.id for r in resp}
+    for ref in out:  # refines an input, or a refinement before it in the output (a search tree)
         assert isinstance(ref, Refinement)
-        assert ref.parent_ids("refines")[0] in {r.id for r in resp}
+        assert ref.parent_ids("refines")[0] in known
+        known.add(ref.id)
 
 
 @pytest.mark.parametrize("name", stages_of("filter"))

@@ -1,0 +1,230 @@
+"""The ``tree-search`` refiner: SPaR's refinement tree search (BFS or DFS), one batch per depth.
+
+What it is: every (response, critique) pair is the root of a tree. Expanding a node samples
+``branch`` rewrites of it conditioned on its critique (the ``critique-refine`` prompt, markers and
+extraction) and judges each child with ``judge.votes`` sampled critiques (the ``llm-judge`` prompt,
+parser, majority and tie policy); a node's value is its Yes vote share. BFS (the default) expands
+a whole level and keeps its ``select`` best children (greedy); DFS expands the best child first
+and backtracks to the next selected one. A root stops when an expansion's best child has a value
+above ``gate`` (that child is its final node), when it has made ``budget`` nodes, or at ``depth``
+levels below the root; then its final node is the best node found (ties: the later one). The
+roots advance together: each step sends ONE sampler call with the rewrites of every root's
+frontier and ONE with all their judgements (DFS: every root's stack advances one node per step).
+
+Output of ``refine`` (every node of every tree, each a Refinement made with its parents set):
+  * grouped by root in input order; within a root in creation order (a node's parent node
+    always comes before it). ``depth`` counts from the root (a plain response has depth 0),
+    ``sample_index`` is the child's place among its siblings, ``value`` its Yes share.
+  * parents: ``Link(parent node or root, "refines")`` and ``Link(critique of that parent, "input")``.
+  * ``meta["tree"]``: ``root`` (the root response id), ``final`` (True on exactly one node per
+    root: the selected one) and ``critique`` (the node's own judge Critique, id included).
+Read it with :func:`final_nodes` (the selected node per root, in input order), :func:`chain`
+(root-to-node path) and :func:`node_critiques` (the judge Critique of every node, each linked to
+its node with role ``judges``), which the loop writes with ``runner.ingest``. They read only the
+records, so they work on outputs reloaded from the lineage store (a resumed run) as well.
+
+What it is not: a sampler pool or a cache; a root is refined whatever its verdict (the loop picks
+the failing ones); the sampled-but-unused rewrites of a parent cut short by the budget are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine import hookimpl
+from engine.contracts import Stage
+from engine.records import Critique, Link, Refinement, Response
+from plugins._llm import sample_texts
+from plugins.critic_judge import JudgeOptions, judge_prompts, make_critique, tally
+from plugins.refiner_critique import RefineOptions, extract, refine_prompts
+
+
+class TreeRefineOptions(RefineOptions):
+    """The rewrite stage of the tree: sampled from the ``refiner`` adapter by default."""
+
+    adapter_role: str | None = Field("refiner", description="adapter role the rewrites come from")
+
+
+class TreeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strategy: Literal["bfs", "dfs"] = "bfs"
+    branch: int = Field(3, ge=1, le=64, description="rewrites sampled per expanded node")
+    select: int = Field(2, ge=1, le=64, description="best children kept for expansion (greedy)")
+    depth: int = Field(3, ge=1, le=32, description="maximum levels below a root")
+    budget: int = Field(1000, ge=1, description="maximum nodes made per root")
+    gate: float = Field(0.5, ge=0.0, le=1.0, description="stop a root when a child's value is above this")
+    refine: TreeRefineOptions = Field(default_factory=TreeRefineOptions)
+    judge: JudgeOptions = Field(default_factory=JudgeOptions)
+
+    @model_validator(mode="after")
+    def _one_rewrite_per_child(self) -> TreeOptions:
+        if self.refine.n != 1:
+            raise ValueError("refine.n must stay 1: the number of children per node is 'branch'")
+        return self
+
+
+@dataclass
+class _Tree:
+    """The search state of one root."""
+
+    root: Response
+    critique: Critique
+    left: int  # budget: nodes it may still make
+    base: int  # the root's depth
+    nodes: list[Refinement] = field(default_factory=list)
+    crits: dict[str, Critique] = field(default_factory=dict)  # node id (or root id) -> its critique
+    todo: list[Response] = field(default_factory=list)  # BFS: next level's parents; DFS: stack, top last
+    final: Refinement | None = None
+    done: bool = False
+
+    def level(self, node: Response) -> int:
+        return node.depth - self.base if isinstance(node, Refinement) else 0
+
+
+def _ranked(children: Sequence[Refinement]) -> list[Refinement]:
+    return sorted(children, key=lambda n: -(n.value or 0.0))
+
+
+class TreeSearchRefiner(Stage):
+    kind = "refiner"
+    name = "tree-search"
+    Options = TreeOptions
+
+    @property
+    def opts(self) -> TreeOptions:
+        assert isinstance(self.options, TreeOptions)
+        return self.options
+
+    def refine(self, responses: Sequence[Response], critiques: Sequence[Critique]) -> list[Refinement]:
+        if len(responses) != len(critiques):
+            raise ValueError(f"{len(responses)} responses but {len(critiques)} critiques")
+        for r, c in zip(responses, critiques, strict=True):
+            if (judged := c.parent_ids("judges")) and r.id not in judged:
+                raise ValueError(f"critique {c.id} judges {judged[0]}, not its paired response {r.id}")
+        trees = [_Tree(root=r, critique=c, left=self.opts.budget, base=self.level_of(r),
+                       crits={r.id: c}, todo=[r]) for r, c in zip(responses, critiques, strict=True)]
+        step = 0
+        while active := [t for t in trees if not t.done]:
+            if self.opts.strategy == "bfs":
+                self._bfs_step(active, step)
+            else:
+                self._dfs_step(active, step)
+            self.context.progress(sum(t.done for t in active))  # progress counts finished roots
+            step += 1
+        out: list[Refinement] = []
+        for tree in trees:
+            final = tree.final or max(reversed(tree.nodes), key=lambda n: n.value or 0.0)
+            final.meta["tree"]["final"] = True
+            out.extend(tree.nodes)
+        return out
+
+    @staticmethod
+    def level_of(resp: Response) -> int:
+        return resp.depth if isinstance(resp, Refinement) else 0
+
+    # -- the two strategies: each step is one batched expansion across all active roots --------
+    def _bfs_step(self, trees: list[_Tree], step: int) -> None:
+        plan = []
+        for tree in trees:  # the level's parents, best first, as many children as the budget allows
+            for parent in tree.todo:
+                count = min(self.opts.branch, tree.left)
+                if count:
+                    plan.append((tree, parent, count))
+                    tree.left -= count
+        for tree, children in zip(trees, self._expand(plan, trees, step), strict=True):
+            ranked = _ranked(children)
+            if self._stop(tree, ranked) or step + 1 >= self.opts.depth:
+                tree.done = True
+            tree.todo = list(ranked[:self.opts.select])
+
+    def _dfs_step(self, trees: list[_Tree], step: int) -> None:
+        plan = []
+        for tree in trees:
+            parent = tree.todo.pop()
+            count = min(self.opts.branch, tree.left)
+            plan.append((tree, parent, count))
+            tree.left -= count
+        for tree, children in zip(trees, self._expand(plan, trees, step), strict=True):
+            ranked = _ranked(children)
+            if not self._stop(tree, ranked):  # push the selected children, the best on top
+                deeper = [n for n in ranked[:self.opts.select] if tree.level(n) < self.opts.depth]
+                tree.todo.extend(reversed(deeper))
+            tree.done = tree.done or not tree.todo
+
+    def _stop(self, tree: _Tree, ranked: list[Refinement]) -> bool:
+        """Done when the best new child passes the gate (it is final) or the budget is spent."""
+        if ranked and (ranked[0].value or 0.0) > self.opts.gate:
+            tree.final = ranked[0]
+            tree.done = True
+        elif tree.left <= 0:
+            tree.done = True
+        return tree.done
+
+    # -- one expansion: one sampler call for every rewrite, one for every judgement ------------
+    def _expand(self, plan: list[tuple[_Tree, Response, int]], trees: list[_Tree],
+                step: int) -> list[list[Refinement]]:
+        """Children made for each tree of ``trees`` (in order) from the planned (tree, parent, count)."""
+        opts = self.opts
+        made: dict[int, list[Refinement]] = {id(t): [] for t in trees}
+        if not plan:
+            return [made[id(t)] for t in trees]
+        ctx = replace(self.context, progress=lambda n: None)  # not per request: per finished root
+        rewrites = sample_texts(ctx, self.name, refine_prompts(
+            [p for _, p, _ in plan], [tree.crits[p.id] for tree, p, _ in plan], opts.refine), opts.refine,
+            n=opts.branch, seed_offset=2 + 100 * step)
+        kids = [(tree, parent, i, extract(text, opts.refine.start_marker, opts.refine.end_marker), version)
+                for (tree, parent, count), (texts, version) in zip(plan, rewrites, strict=True)
+                for i, text in enumerate(texts[:count])]
+        verdicts = sample_texts(ctx, self.name, judge_prompts(
+            [(parent.prompt, text) for _, parent, _, text, _ in kids], opts.judge), opts.judge,
+            n=opts.judge.votes, seed_offset=1 + 100 * step)
+        for (tree, parent, i, text, version), (votes, judge_version) in zip(kids, verdicts, strict=True):
+            node = Refinement(
+                text=text, prompt=parent.prompt, sample_index=i, depth=parent.depth + 1
+                if isinstance(parent, Refinement) else 1, model_version=version,
+                value=tally(votes, opts.judge)["vote_share"],
+                parents=[Link(id=parent.id, role="refines"), Link(id=tree.crits[parent.id].id, role="input")])
+            crit = make_critique(node.id, votes, judge_version, opts.judge)
+            node.meta["tree"] = {"root": tree.root.id, "final": False,
+                                 "critique": crit.model_dump(mode="json", exclude={"kind", "parents"})}
+            tree.crits[node.id] = crit
+            tree.nodes.append(node)
+            made[id(tree)].append(node)
+        return [made[id(t)] for t in trees]
+
+
+# -- reading the output ----------------------------------------------------------------------------
+def _tree_meta(node: Refinement) -> dict[str, Any]:
+    meta = node.meta.get("tree")
+    if not isinstance(meta, dict):
+        raise ValueError(f"refinement {node.id} was not made by the tree-search refiner")
+    return meta
+
+
+def final_nodes(nodes: Sequence[Refinement]) -> list[Refinement]:
+    """The selected node of each root, in the order of the roots (the refiner's input order)."""
+    return [n for n in nodes if _tree_meta(n)["final"]]
+
+
+def chain(nodes: Sequence[Refinement], node: Refinement) -> list[Refinement]:
+    """The nodes from the root's first child down to ``node`` (the root itself is not a node)."""
+    by_id = {n.id: n for n in nodes}
+    path = [node]
+    while (up := path[-1].parent_ids("refines")) and up[0] in by_id:
+        path.append(by_id[up[0]])
+    return path[::-1]
+
+
+def node_critiques(nodes: Sequence[Refinement]) -> list[Critique]:
+    """The judge critique of every node (parent: the node, role ``judges``), in node order."""
+    return [Critique.model_validate({**_tree_meta(n)["critique"], "parents": [Link(id=n.id, role="judges")]})
+            for n in nodes]
+
+
+@hookimpl
+def register_refiners() -> list[type]:
+    return [TreeSearchRefiner]
