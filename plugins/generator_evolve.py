@@ -40,7 +40,7 @@ Draw = tuple[str, str, dict[str, Any]]
 
 KEYWORDS = ("example", "simple", "reason", "idea", "people", "today", "world", "clear", "future", "home")
 FORBIDDEN = ("very", "really", "just", "thing", "good", "also", "great")
-END_PHRASES = ("Is there anything else I can help with?", "Hope this helps.", "That is all.",
+END_PHRASES = ("Let me know if you have any questions.", "Hope this helps.", "That is all.",
                "Thank you for reading.")
 LANGUAGES = (("fr", "French"), ("es", "Spanish"), ("de", "German"), ("it", "Italian"), ("pt", "Portuguese"))
 
@@ -75,7 +75,7 @@ TAXONOMY: tuple[ConstraintKind, ...] = (
                    "Answer with exactly {v} bullet points, each on its own line starting with '* '.",
                    (2, 3, 4), lambda v: {"num_bullets": v}),
     ConstraintKind("title", "format", "start", "detectable_format:title",
-                   "Give your answer a title wrapped in double angular brackets, such as <<my title>>."),
+                   "Start your answer with a title inside double angular brackets, for example <<Title>>."),
     ConstraintKind("sections", "format", "layout start", "detectable_format:multiple_sections",
                    "Divide your answer into {v} sections and begin each with SECTION X, such as SECTION 1.",
                    (2, 3), lambda v: {"section_spliter": "SECTION", "num_sections": v}),
@@ -121,7 +121,7 @@ TAXONOMY: tuple[ConstraintKind, ...] = (
                    "Use at least {v} words written in all capital letters for emphasis.", (2, 3),
                    lambda v: {"capital_relation": "at least", "capital_frequency": v}),
     ConstraintKind("end_phrase", "style", "end case", "startend:end_checker",
-                   'End your answer with the exact phrase "{v}" and write nothing after it.', END_PHRASES,
+                   'Finish your answer with the words "{v}" and write nothing after them.', END_PHRASES,
                    lambda v: {"end_phrase": v}),
 )
 """Every constraint kind. Two kinds that share a slot never go together: two endings, two letter
