@@ -137,7 +137,8 @@ def checkers() -> ModuleType:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Seed ``random`` and langdetect (the letter-frequency and language checkers use them)."""
+    """Seed langdetect, and give back the global ``random`` state afterwards (``score`` reseeds it:
+    the letter-frequency and language checkers draw from both)."""
     from langdetect import DetectorFactory
 
     state = random.getstate()
