@@ -44,9 +44,16 @@ from plugins.refiner_critique import RefineOptions, extract, refine_prompts
 
 
 class TreeRefineOptions(RefineOptions):
-    """The rewrite stage of the tree: sampled from the ``refiner`` adapter by default."""
+    """The rewrites: from the ``refiner`` adapter, temperature 0.7 and top_p 1.0 as in SPaR's search."""
 
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
     adapter_role: str | None = Field("refiner", description="adapter role the rewrites come from")
+
+
+class TreeJudgeOptions(JudgeOptions):
+    """The node judge: ``votes`` critiques at temperature 0.7, top_p 1.0 (SPaR's search), policy adapter."""
+
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
 
 
 class TreeOptions(BaseModel):
@@ -58,7 +65,7 @@ class TreeOptions(BaseModel):
     budget: int = Field(1000, ge=1, description="maximum nodes made per root")
     gate: float = Field(0.5, ge=0.0, le=1.0, description="stop a root when a child's value is above this")
     refine: TreeRefineOptions = Field(default_factory=TreeRefineOptions)
-    judge: JudgeOptions = Field(default_factory=JudgeOptions)
+    judge: TreeJudgeOptions = Field(default_factory=TreeJudgeOptions)
 
     @model_validator(mode="after")
     def _one_rewrite_per_child(self) -> TreeOptions:
@@ -72,7 +79,6 @@ class _Tree:
     """The search state of one root."""
 
     root: Response
-    critique: Critique
     left: int  # budget: nodes it may still make
     base: int  # the root's depth
     nodes: list[Refinement] = field(default_factory=list)
@@ -105,7 +111,7 @@ class TreeSearchRefiner(Stage):
         for r, c in zip(responses, critiques, strict=True):
             if (judged := c.parent_ids("judges")) and r.id not in judged:
                 raise ValueError(f"critique {c.id} judges {judged[0]}, not its paired response {r.id}")
-        trees = [_Tree(root=r, critique=c, left=self.opts.budget, base=self.level_of(r),
+        trees = [_Tree(root=r, left=self.opts.budget, base=r.depth if isinstance(r, Refinement) else 0,
                        crits={r.id: c}, todo=[r]) for r, c in zip(responses, critiques, strict=True)]
         step = 0
         while active := [t for t in trees if not t.done]:
@@ -121,10 +127,6 @@ class TreeSearchRefiner(Stage):
             final.meta["tree"]["final"] = True
             out.extend(tree.nodes)
         return out
-
-    @staticmethod
-    def level_of(resp: Response) -> int:
-        return resp.depth if isinstance(resp, Refinement) else 0
 
     # -- the two strategies: each step is one batched expansion across all active roots --------
     def _bfs_step(self, trees: list[_Tree], step: int) -> None:

@@ -179,7 +179,8 @@ def test_adapter_roles_and_seeds(scripted_sampler: Any) -> None:
     judged = [r for r in seen if JUDGE in r.messages[-1][1]]  # type: ignore[index]
     assert {r.adapter for r in rewrites} == {"/adapters/refiner"}
     assert {r.adapter for r in judged} == {"/adapters/policy"}
-    assert {r.params.n for r in judged} == {5} and {r.params.temperature for r in judged} == {0.7}
+    assert {(r.params.n, r.params.temperature, r.params.top_p) for r in judged} == {(5, 0.7, 1.0)}
+    assert {(r.params.n, r.params.temperature, r.params.top_p) for r in rewrites} == {(3, 0.7, 1.0)}
     assert len({r.params.seed for r in rewrites}) == 2, "each depth samples with its own seed"
 
 
