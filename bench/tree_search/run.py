@@ -170,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_write:
         Path(__file__).with_name("RESULTS.md").write_text(
-            "# Tree-search benchmark (measured)\n\nCommand: `python -m bench.tree_search "
-            f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n{text}\n")
+            "# Tree-search benchmark (measured)\n\nCommand: `"
+            + " ".join(["python -m bench.tree_search", *(argv if argv is not None else sys.argv[1:])])
+            + f"`\n\n{text}\n")
     return 0
 
 
