@@ -10,11 +10,15 @@ above ``gate`` (that child is its final node), when it has made ``budget`` nodes
 levels below the root; then its final node is the best node found (ties: the later one). The
 roots advance together: each step sends ONE sampler call with the rewrites of every root's
 frontier and ONE with all their judgements (DFS: every root's stack advances one node per step).
+Options: ``strategy``, ``branch``, ``select``, ``depth``, ``budget``, ``gate`` (SPaR's defaults
+bfs/3/2/3/1000/0.5), ``refine.*`` (critique-refine's options; adapter role ``refiner``) and
+``judge.*`` (llm-judge's options; ``votes`` 5, adapter role ``policy``); both sample at temperature
+0.7 and top_p 1.0, SPaR's search settings.
 
 Output of ``refine`` (every node of every tree, each a Refinement made with its parents set):
   * grouped by root in input order; within a root in creation order (a node's parent node
-    always comes before it). ``depth`` counts from the root (a plain response has depth 0),
-    ``sample_index`` is the child's place among its siblings, ``value`` its Yes share.
+    always comes before it). ``depth`` is the parent's plus one (a plain response counts as 0),
+    ``sample_index`` the child's place among its siblings, ``value`` its Yes share.
   * parents: ``Link(parent node or root, "refines")`` and ``Link(critique of that parent, "input")``.
   * ``meta["tree"]``: ``root`` (the root response id), ``final`` (True on exactly one node per
     root: the selected one) and ``critique`` (the node's own judge Critique, id included).
