@@ -129,14 +129,23 @@ class ResolvedConfig:
 
 
 def default_ref(default: str | dict[str, Any], given: StageRef | None) -> StageRef:
-    """The loop's default stage for a role, with the user's options merged in when the user
+    """The loop's default stage for a role, with the user's options merged in (deeply) when the user
     keeps the default stage; the user's stage unchanged when they pick another one."""
     base = StageRef.model_validate(_as_ref(default))
     if given is None:
         return base
     if given.name not in (None, base.name):
         return given
-    return StageRef(name=base.name, options={**base.options, **given.options}, on_error=given.on_error)
+    return StageRef(name=base.name, options=_merged(base.options, given.options), on_error=given.on_error)
+
+
+def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` over ``base``, nested mappings merged key by key (``judge.votes`` keeps ``judge.*``)."""
+    out = dict(base)
+    for key, value in given.items():
+        old = out.get(key)
+        out[key] = _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
 
 
 # -- loading --------------------------------------------------------------------------------

@@ -204,13 +204,19 @@ class TransformersSampler(Stage):
         torch = _torch()
         from transformers import DynamicCache
 
-        width = max(len(r.ids) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r.ids):] = torch.tensor(r.ids)
-            mask[i, width - len(r.ids):] = 1
+        # Rows with the same prompt (a request's n samples) share one prefill: the prompt is run
+        # once and its KV cache, mask and positions are copied to each of its rows afterwards.
+        first: dict[tuple[int, ...], int] = {}
+        src = [first.setdefault(tuple(r.ids), len(first)) for r in rows]
+        unique = [r.ids for r in {i: r for r, i in zip(rows, src, strict=True)}.values()]
+        width = max(len(x) for x in unique)
+        ids = torch.full((len(unique), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(unique), width), dtype=torch.long)
+        for i, x in enumerate(unique):
+            ids[i, width - len(x):] = torch.tensor(x)
+            mask[i, width - len(x):] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        expand = torch.tensor(src) if len(unique) < len(rows) else None
         gens = {id(r): torch.Generator().manual_seed(r.seed) for r in rows if r.params.temperature > 0}
         tail = {id(r): max((len(s) for s in r.params.stop), default=0) + 2 for r in rows}
         active = list(rows)
@@ -220,6 +226,9 @@ class TransformersSampler(Stage):
                 out = module(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                              use_cache=True, logits_to_keep=1)
                 logits = out.logits[:, -1, :].float()
+                if expand is not None:  # after the shared prefill: one row per sample again
+                    cache.batch_select_indices(expand)
+                    logits, mask, pos, expand = logits[expand], mask[expand], pos[expand], None
                 chosen = self._choose(torch, logits, active, gens)
                 want_lp = any(r.params.logprobs for r in active)
                 lps = (torch.log_softmax(logits, -1).gather(1, chosen[:, None])[:, 0].tolist()

@@ -32,8 +32,9 @@ class ModelVersion(BaseModel):
 
 
 def version_id(base_model: str, checkpoint_hash: str | None) -> str:
-    """``base`` for a base model, ``base@<hash12>`` for an adapter on it."""
-    return base_model if not checkpoint_hash else f"{base_model}@{checkpoint_hash[:12]}"
+    """``base`` for a base model, ``base+lora-<hash12>`` for an adapter on it: the same id the
+    samplers stamp on what they sample from that adapter (engine.sampling.resolver.model_version)."""
+    return base_model if not checkpoint_hash else f"{base_model}+lora-{checkpoint_hash[:12]}"
 
 
 def base_version(base_model: str) -> ModelVersion:

@@ -87,6 +87,28 @@ def test_seeded_sampling_is_repeatable(sampler: TransformersSampler) -> None:
     assert [c.text for c in other.completions] != [c.text for c in one.completions]
 
 
+def test_samples_of_one_prompt_share_one_prefill(sampler: TransformersSampler,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """n samples of a request are prefilled once: the first forward sees one row per distinct prompt."""
+    seen: list[tuple[int, int]] = []
+    forward = type(sampler.model).forward
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(tuple(kwargs["input_ids"].shape))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(sampler.model), "forward", spy)
+    reqs = [SampleRequest.chat(f"Name a colour, {i}.", n=3, temperature=0.8, max_tokens=6, seed=5)
+            for i in range(2)]
+    shared = sampler.sample(reqs)
+    assert seen[0][0] == 2 and all(shape[0] <= 6 and shape[1] == 1 for shape in seen[1:])
+    assert [len(r.completions) for r in shared] == [3, 3]
+    alone = sampler.sample([SampleRequest.chat("Name a colour, 0.", n=1, temperature=0.8, max_tokens=6,
+                                               seed=5 + j) for j in range(3)])
+    assert [c.text for c in shared[0].completions] == [r.completions[0].text for r in alone], \
+        "sample j of a shared prefill is the same draw as a lone request seeded seed + j"
+
+
 def test_logprobs_when_asked(sampler: TransformersSampler) -> None:
     res = sampler.sample([SampleRequest.chat("What is 2 + 2?", max_tokens=6, logprobs=True),
                           SampleRequest.chat("What is 2 + 2?", max_tokens=6)])

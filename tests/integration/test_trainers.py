@@ -61,7 +61,8 @@ def sft_version(tmp_path_factory: pytest.TempPathFactory) -> ModelVersion:
 
 
 def test_sft_adapter_changes_the_sampler(sampler: TransformersSampler, sft_version: ModelVersion) -> None:
-    assert sft_version.parent == MODEL and sft_version.id == f"{MODEL}@{sft_version.checkpoint_hash[:12]}"
+    assert sft_version.parent == MODEL
+    assert sft_version.id == f"{MODEL}+lora-{sft_version.checkpoint_hash[:12]}"
     assert_loads_and_differs(sampler, sft_version, None)
 
 

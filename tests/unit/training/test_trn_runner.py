@@ -28,7 +28,7 @@ def test_loop_records_the_trained_version(tiny_model: str, tmp_path: Path) -> No
         parent = None
         for a in adapters:
             digest = adapter_files_hash(a)
-            row = store.get_model_version(f"{tiny_model}@{digest[:12]}")
+            row = store.get_model_version(f"{tiny_model}+lora-{digest[:12]}")
             assert row is not None and row["adapter_path"] == str(a) and row["checkpoint_hash"] == digest
             assert row["n_trained_on"] > 0 and row["parent_version"] == parent
             parent = row["id"]

@@ -29,7 +29,7 @@ def test_sft_makes_a_version_then_continues_from_it(tiny_model: str, tmp_path: P
         "adapter_config.json", "adapter_model.safetensors"]
     assert v1.checkpoint_hash == adapter_files_hash(tmp_path / "v1")
     assert v1.checkpoint_hash[:12] == adapter_hash(str(tmp_path / "v1"))  # the sampler's version hash
-    assert v1.id == f"{tiny_model}@{v1.checkpoint_hash[:12]}" and v1.parent == tiny_model
+    assert v1.id == f"{tiny_model}+lora-{v1.checkpoint_hash[:12]}" and v1.parent == tiny_model
     # the runtime passes the previous adapter by path (no hash): training continues from it
     start = ModelVersion(base_model=tiny_model, adapter_path=v1.adapter_path)
     v2 = sft().train(EXAMPLES, start, str(tmp_path / "v2"))

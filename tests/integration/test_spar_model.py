@@ -1,0 +1,62 @@
+"""SPaR end to end on the real SmolLM2 (transformers sampler serving the policy and refiner adapters,
+local Ray, SQLite, TRL DPO for the actor and SFT for the refiner, IFEval), small sizes.
+
+Asserts what must hold whatever the small model writes: every failing answer is the root of a
+searched tree whose nodes and their critiques are in lineage; every pair joins a final node above the
+gate to its root; both roles train in iteration 1 and iteration 2 samples from the new adapters;
+IFEval is measured for the base model and after each iteration.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.lineage import queries
+from engine.lineage.store import LineageStore
+from engine.manager import create_plugin_manager
+from engine.runtime.run import start_run
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "spar.yaml"
+SMALL = ["data.limit=4", "stages.respond.options.n=2", "stages.respond.options.max_tokens=48",
+         "stages.judge.options.votes=3", "stages.judge.options.max_tokens=48",
+         "stages.judge.options.tie=no",  # undecided judgements count as failing: the search always runs
+         "stages.refine.options.depth=1", "stages.refine.options.gate=0.0",
+         "stages.refine.options.refine.max_tokens=48", "stages.refine.options.judge.max_tokens=48",
+         "trainers.policy.options.max_steps=1", "trainers.refiner.options.max_steps=1",
+         "evaluators.0.options.subset=4", "evaluators.0.options.max_tokens=48"]
+
+pytestmark = pytest.mark.model
+
+
+def test_spar_on_smollm2(tmp_path: Path) -> None:
+    pm = create_plugin_manager()
+    run_dir = start_run(load_config(CONFIG, [f"output_dir={tmp_path}", *SMALL], pm), pm)
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["status"] == "finished" and state["iterations_done"] == 2
+    run_id = state["run_id"]
+    with LineageStore.for_run_dir(run_dir) as store:
+        funnel = {(r["iteration"], r["role"]): r["n_out"] for r in queries.funnel(store, run_id)}
+        for it in (1, 2):
+            assert funnel[(it, "failing")] > 0, "with tie=no some answers fail"
+            assert funnel[(it, "refine")] == 2 * funnel[(it, "failing")], "branch 2, depth 1"
+            assert funnel[(it, "node-critiques")] == funnel[(it, "refine")]
+            pairs = queries.records_of_kind(store, run_id, it, "preference_pair")
+            for pair in pairs:
+                up = queries.ancestors(store, pair["id"], max_depth=1)
+                edges = {row["role"]: row["kind"] for row in up}
+                assert edges == {"chosen": "refinement", "rejected": "response"}
+        assert funnel.get((1, "train:policy")) == 1 or funnel[(1, "pairs")] == 0
+        assert funnel[(1, "train:refiner")] == 1, "judge samples agreeing with the majority always exist"
+        v1 = {r["model_version"] for r in queries.records_of_kind(store, run_id, 1, "response")}
+        v2 = {r["model_version"] for r in queries.records_of_kind(store, run_id, 2, "response")}
+        if funnel[(1, "pairs")]:
+            assert v1.isdisjoint(v2) and all("+lora-" in v for v in v2), "iteration 2 samples the new actor"
+            first = queries.records_of_kind(store, run_id, 2, "response")[0]
+            details = queries.model_version_of(store, first["id"])
+            assert details is not None and details.get("adapter_path"), "the sampled version is registered"
+        metrics = {(m["iteration"], m["metric"]) for m in queries.metrics(store, run_id)}
+        assert {(it, "prompt_strict") for it in (0, 1, 2)} <= metrics, metrics
