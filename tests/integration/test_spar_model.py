@@ -29,7 +29,7 @@ SMALL = ["data.limit=4", "stages.respond.options.n=2", "stages.respond.options.m
          "trainers.policy.options.max_steps=1", "trainers.refiner.options.max_steps=1",
          "evaluators.0.options.subset=4", "evaluators.0.options.max_tokens=48"]
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.slow]  # minutes on 2 cores: CI runs it
 
 
 def test_spar_on_smollm2(tmp_path: Path) -> None:
