@@ -30,6 +30,8 @@ class SamplingOptions(BaseModel):
     template: str | None = Field(None, description="path of a prompt template file")
     adapter_role: str | None = Field("policy", description="sample from the current adapter of this "
                                      "role (the trainer's default role is 'policy'); null: the base")
+    prefix: str = Field("", description="start every answer with this text (the model continues it; "
+                                        "the text is kept), e.g. 'Final judgement:' for a small judge")
 
 
 def load_template(path: str | None, default: str) -> str:
@@ -42,11 +44,14 @@ def sample_texts(context: StageContext, stage: str, prompts: Sequence[str], opts
     """Sample ``n`` completions for each chat prompt; returns (texts, model_version) per prompt."""
     sampler = context.require_sampler(stage)
     adapter = context.adapters.get(opts.adapter_role) if opts.adapter_role else None
+    prefix = opts.prefix
     requests = [
-        SampleRequest.chat(p, n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
-                           max_tokens=opts.max_tokens, seed=context.seed + seed_offset, adapter=adapter)
+        SampleRequest.chat([{"role": "user", "content": p}] + (
+            [{"role": "assistant", "content": prefix}] if prefix else []),
+            n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
+            max_tokens=opts.max_tokens, seed=context.seed + seed_offset, adapter=adapter)
         for p in prompts
     ]
     results = sampler.sample(requests)
     context.progress(len(requests))
-    return [([c.text for c in r.completions], r.model_version) for r in results]
+    return [([prefix + c.text for c in r.completions], r.model_version) for r in results]

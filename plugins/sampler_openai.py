@@ -101,6 +101,8 @@ class OpenAISampler(Stage):
             body["seed"] = p.seed
         if req.messages is not None:
             body["messages"] = req.message_dicts()
+            if req.continues:  # vLLM's OpenAI server: continue the assistant's message
+                body.update(req.chat_template_kwargs())
             if p.logprobs:
                 body["logprobs"] = True
             return "/chat/completions", body

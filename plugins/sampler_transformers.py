@@ -156,7 +156,7 @@ class TransformersSampler(Stage):
     # -- sampling -------------------------------------------------------------------------------
     def _prompt_ids(self, req: SampleRequest) -> list[int]:
         if req.messages is not None:
-            text = self.tokenizer.apply_chat_template(req.message_dicts(), add_generation_prompt=True,
+            text = self.tokenizer.apply_chat_template(req.message_dicts(), **req.chat_template_kwargs(),
                                                       tokenize=False)
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return list(self.tokenizer(req.prompt, add_special_tokens=False)["input_ids"])

@@ -135,7 +135,7 @@ class VLLMSampler(Stage):
 
     def _prompt_ids(self, req: SampleRequest) -> list[int]:
         if req.messages is not None:
-            text = self.tokenizer.apply_chat_template(req.message_dicts(), add_generation_prompt=True,
+            text = self.tokenizer.apply_chat_template(req.message_dicts(), **req.chat_template_kwargs(),
                                                       tokenize=False)
         else:
             text = req.prompt

@@ -31,6 +31,9 @@ class SamplingParams(BaseModel):
 class SampleRequest(BaseModel):
     """One prompt: chat ``messages`` (the chat template is applied) or a raw ``prompt``.
 
+    A chat whose last message is the assistant's is continued from that text (the reply starts
+    with it; the completion is only what follows), so a stage can put words in the model's mouth.
+
     ``adapter`` names a LoRA adapter directory so one engine serves several roles.
     """
 
@@ -57,6 +60,17 @@ class SampleRequest(BaseModel):
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in (self.messages or ())]
+
+    @property
+    def continues(self) -> bool:
+        """True when the last message is the assistant's: the reply continues it."""
+        return bool(self.messages) and self.messages[-1][0] == "assistant"  # type: ignore[index]
+
+    def chat_template_kwargs(self) -> dict[str, bool]:
+        """``apply_chat_template`` flags: a new assistant turn, or continue the final message."""
+        if self.continues:
+            return {"add_generation_prompt": False, "continue_final_message": True}
+        return {"add_generation_prompt": True}
 
 
 class Completion(BaseModel):

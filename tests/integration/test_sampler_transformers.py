@@ -109,6 +109,14 @@ def test_samples_of_one_prompt_share_one_prefill(sampler: TransformersSampler,
         "sample j of a shared prefill is the same draw as a lone request seeded seed + j"
 
 
+def test_a_final_assistant_message_is_continued(sampler: TransformersSampler) -> None:
+    req = SampleRequest.chat([{"role": "user", "content": "Is the sky blue?"},
+                              {"role": "assistant", "content": "Final judgement:"}], max_tokens=3)
+    text = sampler.tokenizer.decode(sampler._prompt_ids(req))
+    assert text.endswith("<|im_start|>assistant\nFinal judgement:"), text[-60:]
+    assert sampler.sample([req])[0].completions[0].tokens >= 1
+
+
 def test_logprobs_when_asked(sampler: TransformersSampler) -> None:
     res = sampler.sample([SampleRequest.chat("What is 2 + 2?", max_tokens=6, logprobs=True),
                           SampleRequest.chat("What is 2 + 2?", max_tokens=6)])

@@ -1,42 +1,34 @@
 """SelfCodeAlign end to end on the real SmolLM2 (transformers sampler, real bubblewrap, real LoRA
-SFT, local Ray), small sizes: lineage completeness of every training example.
+SFT, local Ray): lineage completeness of every training example.
 
 Every training example must have a seed ancestor, a passing execution (its ``tests`` parent) and a
 model version trained on it; the next iteration's responses must come from that model version. A
 135M model passes its own tests rarely (about 5% of responses here), so the test runs the loop at
-configs/selfcodealign.yaml's own sizes, at which this seeded run keeps examples; the run is deterministic on a given machine and torch build.
+configs/selfcodealign.yaml's own sizes, at which this seeded run keeps examples (the run is
+deterministic on a given machine and torch build).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine.config import load_config
 from engine.lineage import queries
 from engine.lineage.store import LineageStore
-from engine.manager import create_plugin_manager
-from engine.runtime.run import start_run
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "selfcodealign.yaml"
 SMALL = ["trainer.options.max_steps=2", "evaluators.0.options.subset=2",
          "evaluators.0.options.max_tokens=128"]  # the loop itself runs at the config's default sizes
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]  # ~12 min on 2 cores: CI runs it
 
 
-def test_selfcodealign_on_smollm2_lineage_is_complete(tmp_path: Path) -> None:
+def test_selfcodealign_on_smollm2_lineage_is_complete(finished_run: Any) -> None:
     from sandbox.bubblewrap import probe
 
     if (why := probe()) is not None:
         pytest.skip(f"bubblewrap unavailable here: {why}")
-    pm = create_plugin_manager()
-    run_dir = start_run(load_config(CONFIG, [f"output_dir={tmp_path}", *SMALL], pm), pm)
-    state = json.loads((run_dir / "run.json").read_text())
-    assert state["status"] == "finished" and state["iterations_done"] == 2
-    run_id = state["run_id"]
+    run_dir, run_id = finished_run("selfcodealign.yaml", SMALL)
     with LineageStore.for_run_dir(run_dir) as store:
         versions: dict[int, str] = {}
         kept = 0

@@ -9,18 +9,13 @@ IFEval is measured for the base model and after each iteration.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine.config import load_config
 from engine.lineage import queries
 from engine.lineage.store import LineageStore
-from engine.manager import create_plugin_manager
-from engine.runtime.run import start_run
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "spar.yaml"
 SMALL = ["data.limit=4", "stages.respond.options.n=2", "stages.respond.options.max_tokens=48",
          "stages.judge.options.votes=3", "stages.judge.options.max_tokens=48",
          "stages.judge.options.tie=no",  # undecided judgements count as failing: the search always runs
@@ -32,12 +27,8 @@ SMALL = ["data.limit=4", "stages.respond.options.n=2", "stages.respond.options.m
 pytestmark = [pytest.mark.model, pytest.mark.slow]  # minutes on 2 cores: CI runs it
 
 
-def test_spar_on_smollm2(tmp_path: Path) -> None:
-    pm = create_plugin_manager()
-    run_dir = start_run(load_config(CONFIG, [f"output_dir={tmp_path}", *SMALL], pm), pm)
-    state = json.loads((run_dir / "run.json").read_text())
-    assert state["status"] == "finished" and state["iterations_done"] == 2
-    run_id = state["run_id"]
+def test_spar_on_smollm2(finished_run: Any) -> None:
+    run_dir, run_id = finished_run("spar.yaml", SMALL)
     with LineageStore.for_run_dir(run_dir) as store:
         funnel = {(r["iteration"], r["role"]): r["n_out"] for r in queries.funnel(store, run_id)}
         for it in (1, 2):
