@@ -18,7 +18,7 @@ from engine.lineage.store import LineageStore
 
 SMALL = ["data.limit=4", "stages.respond.options.n=2", "stages.respond.options.max_tokens=48",
          "stages.judge.options.votes=3", "stages.judge.options.max_tokens=48",
-         "stages.judge.options.tie=no",  # undecided judgements count as failing: the search always runs
+         "stages.judge.options.tie='no'",  # undecided judgements count as failing: the search always runs
          "stages.refine.options.depth=1", "stages.refine.options.gate=0.0",
          "stages.refine.options.refine.max_tokens=48", "stages.refine.options.judge.max_tokens=48",
          "trainers.policy.options.max_steps=1", "trainers.refiner.options.max_steps=1",
