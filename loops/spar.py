@@ -85,12 +85,12 @@ class Spar(Stage):
         judged = {**by_id, **{n.id: n for n in nodes}}
         rft: list[TrainingExample] = []
         if opts.refine_chains:
-            refine_opts = _refine_options(runner)
+            refine_opts = _refine_options(runner, "refine")
             for final in finals:
                 rft += _chain_examples(chain(nodes, final), judged, crit_of, refine_opts)
-        if opts.judge_samples:
-            judge_opts = runner.resolved.stages["judge"].options
-            rft += _judge_examples([*critiques, *node_crits], judged, judge_opts)
+        if opts.judge_samples:  # each critique in the prompt format of the judge that wrote it
+            rft += _judge_examples(critiques, judged, runner.resolved.stages["judge"].options)
+            rft += _judge_examples(node_crits, judged, _refine_options(runner, "judge"))
         rft = rft[:opts.max_rft]
         runner.ingest("rft", rft)
         policy_version = runner.train(pairs, role="policy")
@@ -105,10 +105,10 @@ def _gate(runner: Any) -> float:
     return float(getattr(runner.resolved.stages["refine"].options, "gate", 0.5))
 
 
-def _refine_options(runner: Any) -> RefineOptions:
-    opts = runner.resolved.stages["refine"].options
-    inner = getattr(opts, "refine", opts)
-    assert isinstance(inner, RefineOptions)
+def _refine_options(runner: Any, part: str) -> Any:
+    """The tree search's own ``refine`` or ``judge`` options (the prompts its nodes were made with)."""
+    inner = getattr(runner.resolved.stages["refine"].options, part)
+    assert isinstance(inner, RefineOptions | JudgeOptions)
     return inner
 
 

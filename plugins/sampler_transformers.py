@@ -208,7 +208,7 @@ class TransformersSampler(Stage):
         # once and its KV cache, mask and positions are copied to each of its rows afterwards.
         first: dict[tuple[int, ...], int] = {}
         src = [first.setdefault(tuple(r.ids), len(first)) for r in rows]
-        unique = [r.ids for r in {i: r for r, i in zip(rows, src, strict=True)}.values()]
+        unique = list(first)  # distinct prompts, in the order of their first row
         width = max(len(x) for x in unique)
         ids = torch.full((len(unique), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(unique), width), dtype=torch.long)

@@ -11,7 +11,7 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
 VPIP=".venv/bin/python -m pip --disable-pip-version-check -q"
-stamp=".venv/.autodidact-setup-$(sha1sum pyproject.toml | cut -c1-12)${1:-}"
+stamp=".venv/.autodidact-setup-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)${1:-}"
 if [[ -f "$stamp" ]]; then exit 0; fi
 $VPIP install --upgrade pip setuptools wheel
 # torch first, pinned, so nothing pulls a CUDA build.
