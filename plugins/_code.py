@@ -70,10 +70,46 @@ def split_tests(code: str) -> tuple[str, str]:
     return "\n".join(body).strip("\n"), "\n".join(tests).strip("\n")
 
 
-def clean_tests(tests: str) -> str:
-    """Keep tests that parse and hold at least one ``assert``; '' otherwise."""
+def defined_names(code: str) -> set[str]:
+    """Top-level names that ``code`` defines (functions, classes, assigned names); empty if it
+    does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return set()
+    names: set[str] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(stmt.name)
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def clean_tests(tests: str, code: str | None = None) -> str:
+    """Keep tests that parse and hold at least one ``assert``; '' otherwise. Given the solution
+    ``code``, top-level asserts that use none of the names it defines, directly or through
+    setup that does (``s = Stack()``), are dropped (``assert 2``, ``assert True``): they prove
+    nothing about the code, so a response whose tests are all like that has no tests."""
     tests = _trim_to_parse(tests)
-    if not tests or not any(isinstance(n, ast.Assert) for n in ast.walk(ast.parse(tests))):
+    if not tests:
+        return ""
+    tree = ast.parse(tests)
+    if code is not None:
+        own, keep = defined_names(code), []
+        lines = tests.splitlines()
+        for stmt in tree.body:  # setup that uses the code taints what it binds (s = Stack())
+            names = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+            if not isinstance(stmt, ast.Assert):
+                keep.append(stmt)
+                if names & own:
+                    own |= names
+            elif names & own:
+                keep.append(stmt)
+        tests = "\n".join("\n".join(lines[st.lineno - 1:st.end_lineno or st.lineno]) for st in keep)
+        tree = ast.parse(tests)
+    if not any(isinstance(n, ast.Assert) for n in ast.walk(tree)):
         return ""
     return tests
 
@@ -87,14 +123,14 @@ def code_and_tests(text: str) -> tuple[str, str]:
     blocks = code_blocks(text)
     if not blocks:
         code, tests = split_tests(bare_code(text))
-        return code, clean_tests(tests)
+        return code, clean_tests(tests, code)
     test_idx = max((i for i, b in enumerate(blocks) if "assert" in b and i > 0), default=None)
     if test_idx is None:
         code, tests = split_tests(_trim_to_parse(blocks[0]))
-        return code, clean_tests(tests)
+        return code, clean_tests(tests, code)
     code, stray = split_tests(_trim_to_parse("\n\n".join(blocks[:test_idx])))
     tests = "\n".join(t for t in (stray, blocks[test_idx]) if t)
-    return code, clean_tests(tests)
+    return code, clean_tests(tests, code)
 
 
 def first_code(text: str) -> str:

@@ -40,18 +40,28 @@ def load_template(path: str | None, default: str) -> str:
 
 
 def sample_texts(context: StageContext, stage: str, prompts: Sequence[str], opts: SamplingOptions,
-                 n: int | None = None, seed_offset: int = 0) -> list[tuple[list[str], str | None]]:
-    """Sample ``n`` completions for each chat prompt; returns (texts, model_version) per prompt."""
+                 n: int | None = None, seed_offset: int = 0, prefixes: Sequence[str] | None = None,
+                 max_tokens: int | None = None, stop: Sequence[str] = (),
+                 ) -> list[tuple[list[str], str | None]]:
+    """Sample ``n`` completions for each chat prompt; returns (texts, model_version) per prompt.
+
+    Each answer starts with ``prefixes[i]`` when given (else ``opts.prefix``): the model continues
+    that text and the returned texts include it. ``max_tokens`` and ``stop`` override the options'.
+    """
     sampler = context.require_sampler(stage)
     adapter = context.adapters.get(opts.adapter_role) if opts.adapter_role else None
-    prefix = opts.prefix
+    starts = list(prefixes) if prefixes is not None else [opts.prefix] * len(prompts)
+    if len(starts) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(starts)} prefixes")
     requests = [
         SampleRequest.chat([{"role": "user", "content": p}] + (
-            [{"role": "assistant", "content": prefix}] if prefix else []),
+            [{"role": "assistant", "content": start}] if start else []),
             n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
-            max_tokens=opts.max_tokens, seed=context.seed + seed_offset, adapter=adapter)
-        for p in prompts
+            max_tokens=max_tokens or opts.max_tokens, stop=tuple(stop), seed=context.seed + seed_offset,
+            adapter=adapter)
+        for p, start in zip(prompts, starts, strict=True)
     ]
     results = sampler.sample(requests)
     context.progress(len(requests))
-    return [([prefix + c.text for c in r.completions], r.model_version) for r in results]
+    return [([start + c.text for c in r.completions], r.model_version)
+            for start, r in zip(starts, results, strict=True)]

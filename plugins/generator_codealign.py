@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from engine import hookimpl
 from engine.contracts import Stage
 from engine.records import Concepts, Link, Record, Response, Seed, Task
-from plugins._code import code_and_tests, first_sentence, parse_concepts, parse_instruction
+from plugins._code import clean_tests, code_and_tests, first_sentence, parse_concepts, parse_instruction
 from plugins._llm import SamplingOptions, load_template, sample_texts
 
 Category = Literal["function", "class", "program"]
@@ -49,6 +49,13 @@ class CodeResponseOptions(SamplingOptions):
     n: int = Field(10, ge=1, le=64, description="responses sampled per task")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(384, ge=1, le=32768)
+    complete_tests: bool = Field(True, description="a response with code but no asserts is continued "
+                                 "once at 'Tests:' so that the model writes its own tests (a 135M model "
+                                 "leaves them out of about half its answers); meta['tests_completed']")
+    tests_max_tokens: int = Field(96, ge=1, le=4096, description="token limit of that continuation")
+
+
+TESTS_START = "\n\nTests:\n```python\nassert "
 
 
 class CodeConcepts(Stage):
@@ -97,7 +104,7 @@ class CodeTask(Stage):
         slots: list[tuple[Concepts, str, str]] = []
         for note in notes:
             for j in range(opts.tasks_per_concepts):
-                rng = random.Random(f"{self.context.seed}:{note.id}:{j}")
+                rng = random.Random(f"{self.context.seed}:{note.text}:{j}")  # content, not the run-scoped id
                 slots.append((note, rng.choice(opts.categories), rng.choice(opts.difficulties)))
         prompts = [template.format(concepts=n.text, category=c, category_text=CATEGORY_TEXT[c], difficulty=d)
                    for n, c, d in slots]
@@ -127,15 +134,33 @@ class CodeResponse(Stage):
             return []
         template = load_template(opts.template, "selfcodealign-response.txt")
         prompts = [template.format(instruction=t.prompt) for t in tasks]
-        out: list[Record] = []
-        for task, (texts, version) in zip(
-                tasks, sample_texts(self.context, self.name, prompts, opts, seed_offset=2), strict=True):
+        drafts: list[dict[str, Any]] = []  # one per response: its fields, until its tests are known
+        for task, prompt, (texts, version) in zip(
+                tasks, prompts, sample_texts(self.context, self.name, prompts, opts, seed_offset=2),
+                strict=True):
             for i, raw in enumerate(texts):
                 code, tests = code_and_tests(raw)
-                out.append(Response(text=code, tests=tests, prompt=task.prompt, sample_index=i,
-                                    model_version=version, meta={"raw": raw},
-                                    parents=[Link(id=task.id, role="input")]))
-        return out
+                drafts.append(dict(task=task, user=prompt, text=code, tests=tests, sample_index=i,
+                                   model_version=version, meta={"raw": raw}))
+        if opts.complete_tests:
+            self._complete_tests([d for d in drafts if d["text"] and not d["tests"]], opts)
+        return [Response(text=d["text"], tests=d["tests"], prompt=d["task"].prompt,
+                         sample_index=d["sample_index"], model_version=d["model_version"], meta=d["meta"],
+                         parents=[Link(id=d["task"].id, role="input")]) for d in drafts]
+
+    def _complete_tests(self, missing: list[dict[str, Any]], opts: CodeResponseOptions) -> None:
+        """Continue each answer that has code but no tests from its code and a 'Tests:' block that
+        starts with ``assert ``: one batched call; the asserts parsed from it become the tests."""
+        if not missing:
+            return
+        starts = [f"```python\n{d['text']}\n```{TESTS_START}" for d in missing]
+        sampled = sample_texts(self.context, self.name, [d["user"] for d in missing], opts, n=1,
+                               seed_offset=3, prefixes=starts, max_tokens=opts.tests_max_tokens,
+                               stop=["```"])
+        for d, start, (texts, _) in zip(missing, starts, sampled, strict=True):
+            tail = texts[0][len(start) - len("assert "):]
+            d["tests"] = clean_tests(tail.split("```")[0], d["text"])
+            d["meta"].update(tests_completed=True, raw_tests=tail)
 
 
 @hookimpl

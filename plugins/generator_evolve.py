@@ -193,7 +193,7 @@ class EvolveConstraints(Stage):
         for seed in seeds:
             prompt = seed.prompt if isinstance(seed, Task) else seed.text
             for j in range(opts.variants):
-                rng = random.Random(f"{self.context.seed}:{seed.id}:{j}")
+                rng = random.Random(f"{self.context.seed}:{prompt}:{j}")  # content, not the run-scoped id
                 k = rng.randint(opts.min_constraints, opts.max_constraints)
                 plans.append((seed, prompt, draw_constraints(rng, k, opts.categories)))
         rewrites: list[tuple[str | None, str | None]] = [(None, None)] * len(plans)

@@ -47,6 +47,14 @@ def test_missing_tests_give_empty_tests() -> None:
     assert code_and_tests("") == ("", "")
 
 
+def test_asserts_that_do_not_touch_the_code_are_dropped() -> None:
+    text = "```python\ndef f(x):\n    return x\n```\n```python\nassert 2\nassert True\n```"
+    assert code_and_tests(text) == ("def f(x):\n    return x", ""), "no real test: no tests"
+    text = ("```python\nclass Stack:\n    pass\nLIMIT = 3\n```\n```python\nassert 1 == 1\ns = Stack()\n"
+            "t = s\nassert t is s\nassert LIMIT == 3\nxs = [1]\nassert xs == [1]\n```")
+    assert code_and_tests(text)[1] == "s = Stack()\nt = s\nassert t is s\nassert LIMIT == 3\nxs = [1]"
+
+
 def test_non_python_blocks_are_ignored() -> None:
     text = "```bash\npip install x\n```\n```python\ndef g(y):\n    return y\n```\n```\nassert g(1) == 1\n```"
     assert code_and_tests(text) == ("def g(y):\n    return y", "assert g(1) == 1")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from engine.contracts import StageContext
 from engine.data import load_tasks
-from engine.records import Link, Record, Response, Seed, Task
+from engine.records import Link, Record, Response, Seed, Task, record_namespace
 from engine.sampling.protocol import SampleRequest
 from plugins.evaluator_ifeval import checkers, score
 from plugins.generator_evolve import CATEGORIES, TAXONOMY, EvolveConstraints, EvolveOptions
@@ -64,6 +64,16 @@ def test_deterministic_given_the_context_seed() -> None:
     assert sum(a.prompt != b.prompt for a, b in zip(first, other, strict=True)) > len(SEEDS) // 2
     alone = evolve(SEEDS[5:6])
     assert alone[0].id == first[5].id, "a task's draw depends on its seed record, not on the batch"
+
+
+def test_draws_do_not_depend_on_the_run_scoped_ids() -> None:
+    runs = []
+    for run in ("run-a/1", "run-b/1"):  # each run namespaces its records' ids
+        with record_namespace(run):
+            seeds = [Task(prompt=s.prompt) for s in SEEDS[:20]]
+            runs.append(evolve(seeds))
+    assert runs[0][0].id != runs[1][0].id
+    assert [t.prompt for t in runs[0]] == [t.prompt for t in runs[1]], "same seed, same constraints"
 
 
 def test_options_restrict_the_draw() -> None:
