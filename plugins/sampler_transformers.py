@@ -32,6 +32,8 @@ from engine.sampling.resolver import (
 )
 from engine.sampling.resolver import resolve_model as resolve_model  # the built-in policy hook
 
+NUCLEUS_K = 512  # top-p candidates taken with topk before falling back to a full sort
+
 
 class TransformersOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -260,18 +262,37 @@ class TransformersSampler(Stage):
 
     @staticmethod
     def _choose(torch: Any, logits: Any, rows: list[_Row], gens: dict[int, Any]) -> Any:
-        """Greedy rows take the argmax; sampled rows draw from temperature/top-p with their own seed."""
+        """Greedy rows take the argmax; sampled rows draw from temperature/top-p with their own seed.
+
+        A draw is ``torch.multinomial(probs, 1, generator)`` computed the way torch computes it for one
+        sample (the argmax of probs over exponential noise from the row's generator): the same token,
+        the generator advanced alike, without multinomial's checks. The top-p nucleus comes from the
+        top ``NUCLEUS_K`` probabilities when they already pass ``top_p`` (nearly always), which is the
+        same set a full sort gives; otherwise from a full sort. Per row this is ~4 ms instead of
+        ~15 ms (a sort and a multinomial over a 49k vocabulary), once per decoded token.
+        """
         chosen = logits.argmax(-1)
-        for i, r in enumerate(rows):
-            if r.params.temperature <= 0:
-                continue
-            probs = torch.softmax(logits[i] / r.params.temperature, -1)
+        hot = [i for i, r in enumerate(rows) if r.params.temperature > 0]
+        if not hot:
+            return chosen
+        temps = torch.tensor([rows[i].params.temperature for i in hot], dtype=logits.dtype)
+        probs = torch.softmax(logits[hot] / temps[:, None], -1)  # one batched op for every sampled row
+        vocab = probs.shape[-1]
+        nucleus = {j: at for at, j in enumerate(j for j, i in enumerate(hot) if rows[i].params.top_p < 1.0)}
+        tops = probs[list(nucleus)].topk(min(NUCLEUS_K, vocab), -1) if nucleus else None
+        for j, i in enumerate(hot):
+            r, p = rows[i], probs[j]
             if r.params.top_p < 1.0:
-                sp, si = probs.sort(descending=True)
-                drop = sp.cumsum(-1) - sp > r.params.top_p
-                sp[drop] = 0.0
-                probs = torch.zeros_like(probs).scatter_(0, si, sp)
-            chosen[i] = torch.multinomial(probs, 1, generator=gens[id(r)])[0]
+                assert tops is not None
+                sp, si = tops.values[nucleus[j]], tops.indices[nucleus[j]]
+                cum = sp.cumsum(-1)
+                if len(sp) < vocab and float(cum[-1]) <= r.params.top_p:
+                    sp, si = p.sort(descending=True)
+                    cum = sp.cumsum(-1)
+                keep = cum - sp <= r.params.top_p
+                p = torch.zeros_like(p).index_put_((si[keep],), sp[keep])
+            noise = torch.empty_like(p).exponential_(1, generator=gens[id(r)])
+            chosen[i] = (p / noise).argmax()
         return chosen
 
 
