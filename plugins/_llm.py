@@ -39,6 +39,12 @@ def load_template(path: str | None, default: str) -> str:
     return Path(path).read_text() if path else (TEMPLATES / default).read_text()
 
 
+def chat(prompt: str, start: str = "") -> list[dict[str, str]]:
+    """One user message, plus an assistant message that the answer continues when ``start`` is set."""
+    said = [{"role": "assistant", "content": start}] if start else []
+    return [{"role": "user", "content": prompt}, *said]
+
+
 def sample_texts(context: StageContext, stage: str, prompts: Sequence[str], opts: SamplingOptions,
                  n: int | None = None, seed_offset: int = 0, prefixes: Sequence[str] | None = None,
                  max_tokens: int | None = None, stop: Sequence[str] = (),
@@ -54,9 +60,8 @@ def sample_texts(context: StageContext, stage: str, prompts: Sequence[str], opts
     if len(starts) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(starts)} prefixes")
     requests = [
-        SampleRequest.chat([{"role": "user", "content": p}] + (
-            [{"role": "assistant", "content": start}] if start else []),
-            n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
+        SampleRequest.chat(
+            chat(p, start), n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
             max_tokens=max_tokens or opts.max_tokens, stop=tuple(stop), seed=context.seed + seed_offset,
             adapter=adapter)
         for p, start in zip(prompts, starts, strict=True)

@@ -26,7 +26,7 @@ from engine.contracts import Stage
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 from plugins._code import code_blocks, first_code
-from plugins._llm import load_template
+from plugins._llm import chat, load_template
 from plugins.filter_decontaminate import package_file, read_jsonl
 from plugins.filter_execution import run_jobs
 from sandbox.protocol import Job, Limits
@@ -113,8 +113,7 @@ class HumanEval(Stage):
         stop = opts.stop if opts.stop is not None else (["```"] if "```" in opts.prefix else [])
         common = {"max_tokens": opts.max_tokens, "adapter": adapter, "seed": self.context.seed,
                   "stop": tuple(stop)}
-        chats = [[{"role": "user", "content": p}] + ([{"role": "assistant", "content": opts.prefix}]
-                                                     if opts.prefix else []) for p in prompts]
+        chats = [chat(p, opts.prefix) for p in prompts]
         requests = [SampleRequest.chat(c, n=1, temperature=0.0, **common) for c in chats]
         if opts.n:
             requests += [SampleRequest.chat(c, n=opts.n, temperature=opts.temperature, top_p=opts.top_p,

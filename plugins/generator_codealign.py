@@ -158,7 +158,7 @@ class CodeResponse(Stage):
                                seed_offset=3, prefixes=starts, max_tokens=opts.tests_max_tokens,
                                stop=["```"])
         for d, start, (texts, _) in zip(missing, starts, sampled, strict=True):
-            tail = texts[0][len(start) - len("assert "):]
+            tail = "assert " + texts[0][len(start):]  # the answer from the prefix's own 'assert ' on
             d["tests"] = clean_tests(tail.split("```")[0], d["text"])
             d["meta"].update(tests_completed=True, raw_tests=tail)
 

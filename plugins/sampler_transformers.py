@@ -278,13 +278,13 @@ class TransformersSampler(Stage):
         temps = torch.tensor([rows[i].params.temperature for i in hot], dtype=logits.dtype)
         probs = torch.softmax(logits[hot] / temps[:, None], -1)  # one batched op for every sampled row
         vocab = probs.shape[-1]
-        nucleus = {j: at for at, j in enumerate(j for j, i in enumerate(hot) if rows[i].params.top_p < 1.0)}
-        tops = probs[list(nucleus)].topk(min(NUCLEUS_K, vocab), -1) if nucleus else None
+        tops = (probs.topk(min(NUCLEUS_K, vocab), -1)
+                if any(rows[i].params.top_p < 1.0 for i in hot) else None)
         for j, i in enumerate(hot):
             r, p = rows[i], probs[j]
             if r.params.top_p < 1.0:
                 assert tops is not None
-                sp, si = tops.values[nucleus[j]], tops.indices[nucleus[j]]
+                sp, si = tops.values[j], tops.indices[j]
                 cum = sp.cumsum(-1)
                 if len(sp) < vocab and float(cum[-1]) <= r.params.top_p:
                     sp, si = p.sort(descending=True)
