@@ -1,9 +1,10 @@
 """Loop configs: YAML validated by pydantic, dotted overrides, stage options resolved.
 
-What it is: the config schema, loading (with YAML line numbers in messages), overrides such as
-``iterations=3 sampler.options.temperature=0.7``, and ``resolve_config`` which checks every stage
-name against the plugin registry (suggesting close names) and validates each stage's options
-against its ``Options`` model. Every problem names its YAML path (``stages.critic.options.votes``).
+What it is: the config schema, ``parse_config``, and ``resolve_config``, which checks every stage
+name against the plugin registry (suggesting close names), validates each stage's options against
+its ``Options`` model (unknown keys refused), and checks that each role's binding fits the record
+kinds the loop hands in and expects back. Every problem names its YAML path
+(``stages.critic.options.votes``). Reading files and overrides is engine/configfile.py.
 What it is not: the runner; validating a config creates no run directory and no store rows.
 """
 
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine.configfile import _problems, apply_overrides, load_yaml, override_at
 from engine.errors import ConfigError
 from engine.records import content_hash
 
@@ -72,7 +74,8 @@ class LoopConfig(BaseModel):
     iterations: int = Field(1, ge=1, le=1000)
     model: ModelConfig = ModelConfig()
     sampler: StageRef = StageRef(name="transformers")
-    stages: dict[str, StageRef] = Field(default_factory=dict)
+    stages: dict[str, StageRef | None] = Field(
+        default_factory=dict, description="role -> stage; null leaves an optional role unbound")
     data: DataConfig = DataConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     store: StoreConfig = StoreConfig()
@@ -128,9 +131,11 @@ class ResolvedConfig:
         return self.trainers.get(role, self.trainer)
 
 
-def default_ref(default: str | dict[str, Any], given: StageRef | None) -> StageRef:
+def default_ref(default: str | dict[str, Any] | None, given: StageRef | None) -> StageRef:
     """The loop's default stage for a role, with the user's options merged in (deeply) when the user
     keeps the default stage; the user's stage unchanged when they pick another one."""
+    if default is None:
+        return given or StageRef()
     base = StageRef.model_validate(_as_ref(default))
     if given is None:
         return base
@@ -148,92 +153,6 @@ def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# -- loading --------------------------------------------------------------------------------
-
-def load_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
-    """Read a YAML mapping (and its node tree, for line numbers) or raise ConfigError."""
-    src = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError([("", f"cannot read file: {exc.strerror or exc}")], src) from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([("", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")], src) from None
-    if not isinstance(data, dict):
-        raise ConfigError([("", "the top level must be a mapping of config keys")], src)
-    return data, node
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a copy of ``data``."""
-    import copy
-
-    out = copy.deepcopy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError([(item, "an override must look like key.path=value")], "override")
-        value = yaml.safe_load(raw) if raw else ""
-        parts = key.split(".")
-        cur: Any = out
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(cur, list):
-                if not part.isdigit() or int(part) >= len(cur):
-                    raise ConfigError([(key, f"{part!r} is not an index of the list")], "override")
-                idx = int(part)
-                if last:
-                    cur[idx] = value
-                else:
-                    cur = cur[idx]
-            elif isinstance(cur, dict):
-                if last:
-                    cur[part] = value
-                else:
-                    if not isinstance(cur.get(part), dict | list):
-                        cur[part] = {}
-                    cur = cur[part]
-            else:
-                raise ConfigError([(key, f"{'.'.join(parts[:i])} is not a mapping")], "override")
-    return out
-
-
-def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
-    """1-based line of the YAML node at ``path`` (the deepest existing one)."""
-    line = None
-    for part in path:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        nxt = None
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if k.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            nxt = node.value[part]
-        node = nxt
-    if node is not None:
-        line = node.start_mark.line + 1
-    return line
-
-
-def _problems(exc: ValidationError, prefix: tuple[Any, ...], node: yaml.Node | None) -> list[tuple[str, str]]:
-    out = []
-    for err in exc.errors():
-        loc = prefix + tuple(err["loc"])
-        path = ".".join(str(p) for p in loc)
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        line = line_of(node, loc)
-        out.append((path, f"{msg} (line {line})" if line else msg))
-    return out
-
-
 def parse_config(data: dict[str, Any], node: yaml.Node | None = None, source: str = "config") -> LoopConfig:
     try:
         return LoopConfig.model_validate(data)
@@ -243,8 +162,14 @@ def parse_config(data: dict[str, Any], node: yaml.Node | None = None, source: st
 
 def resolve_config(cfg: LoopConfig, pm: PluginManager, node: yaml.Node | None = None,
                    source: str = "config") -> ResolvedConfig:
-    """Bind every stage in the config to its registered class and validate its options."""
+    """Bind every stage in the config to its registered class and validate its options (unknown
+    keys refused for every stage); refuse a role binding whose record kinds do not fit the role,
+    and a trainer that cannot take what the loop trains its adapter role on."""
+    from engine.contracts import Role, role_mismatch, validate_options
+    from engine.manager import unknown_name_message
+
     problems: list[tuple[str, str]] = []
+    classes = pm.record_kinds()
 
     def bind(kind: StageKind, ref: StageRef, path: tuple[Any, ...]) -> ResolvedStage | None:
         if ref.name is None:
@@ -256,31 +181,48 @@ def resolve_config(cfg: LoopConfig, pm: PluginManager, node: yaml.Node | None = 
             problems.append((".".join(map(str, path + ("name",))), str(exc.args[0])))
             return None
         try:
-            opts = info.cls.Options.model_validate(ref.options)
+            opts = validate_options(info.cls, ref.options)
         except ValidationError as exc:
             problems.extend(_problems(exc, path + ("options",), node))
             return None
         return ResolvedStage(".".join(map(str, path)), info, opts, ref.on_error)
 
+    def check_kinds(path: str, what: str, mismatch: str | None) -> None:
+        if mismatch:
+            problems.append((path, f"{what}: {mismatch}"))
+
     loop = bind("loop", cfg.loop, ("loop",))
     sampler = bind("sampler", cfg.sampler, ("sampler",))
     stages: dict[str, ResolvedStage] = {}
-    if loop is not None:
-        roles: dict[str, StageKind] = loop.info.cls.roles
-        for role in cfg.stages:
-            if role not in roles:
-                from engine.manager import unknown_name_message
-
-                problems.append((f"stages.{role}", unknown_name_message(
-                    f"role for loop {cfg.loop.name!r}", role, list(roles))))
-        for role, kind in roles.items():
-            ref = default_ref(loop.info.cls.defaults[role], cfg.stages.get(role))
-            bound = bind(kind, ref, ("stages", role))
-            if bound is not None:
-                stages[role] = bound
-    sandbox = bind("sandbox", cfg.sandbox, ("sandbox",)) if cfg.sandbox else None
     trainer = bind("trainer", cfg.trainer, ("trainer",)) if cfg.trainer else None
     trainers = {role: bind("trainer", ref, ("trainers", role)) for role, ref in cfg.trainers.items()}
+    if loop is not None:
+        roles: dict[str, Role] = loop.info.cls.roles
+        for role in cfg.stages:
+            if role not in roles:
+                problems.append((f"stages.{role}", unknown_name_message(
+                    f"role for loop {cfg.loop.name!r}", role, list(roles))))
+        for role, spec in roles.items():
+            given = cfg.stages.get(role, MISSING)
+            if given is None or (given is MISSING and spec.default is None):
+                if not spec.optional:
+                    problems.append((f"stages.{role}", f"role {role!r} of loop {cfg.loop.name!r} is "
+                                     f"required ({spec.kind}); name a stage for it"))
+                continue  # an optional role left unbound: the runner passes records through
+            ref = default_ref(spec.default, given if isinstance(given, StageRef) else None)
+            bound = bind(spec.kind, ref, ("stages", role))
+            if bound is not None:
+                stages[role] = bound
+                check_kinds(f"stages.{role}", f"role {role!r} of loop {cfg.loop.name!r}",
+                            role_mismatch(spec, bound.info.cls, classes))
+        trains: dict[str, tuple[str, ...]] = getattr(loop.info.cls, "trains", {})
+        for role, kinds in trains.items():
+            bound_trainer = trainers.get(role) or trainer
+            if bound_trainer is not None:
+                check_kinds(bound_trainer.path, f"adapter role {role!r} of loop {cfg.loop.name!r}",
+                            role_mismatch(Role(kind="trainer", takes=kinds, gives=()), bound_trainer.info.cls,
+                                          classes))
+    sandbox = bind("sandbox", cfg.sandbox, ("sandbox",)) if cfg.sandbox else None
     evaluators = [bind("evaluator", ref, ("evaluators", i)) for i, ref in enumerate(cfg.evaluators)]
     if problems:
         raise ConfigError(problems, source)
@@ -290,6 +232,9 @@ def resolve_config(cfg: LoopConfig, pm: PluginManager, node: yaml.Node | None = 
                           {r: t for r, t in trainers.items() if t is not None})
 
 
+MISSING: Any = object()
+
+
 def load_config(path: Path, overrides: list[str] | None = None,
                 pm: PluginManager | None = None) -> ResolvedConfig:
     """Read, override, validate and resolve a config file; ConfigError on any problem."""
@@ -297,6 +242,16 @@ def load_config(path: Path, overrides: list[str] | None = None,
 
     data, node = load_yaml(path)
     if overrides:
-        data = apply_overrides(data, overrides)
-    cfg = parse_config(data, node, str(path))
-    return resolve_config(cfg, pm or create_plugin_manager(), node, str(path))
+        data = apply_overrides(data, overrides, node)
+    try:
+        cfg = parse_config(data, node, str(path))
+        return resolve_config(cfg, pm or create_plugin_manager(), node, str(path))
+    except ConfigError as exc:  # a problem in an overridden value names the override, not a line
+        cited = [(override_at(node, tuple(p.split("."))) if p else None, p, m) for p, m in exc.problems]
+        items = {item for item, _, _ in cited}
+        if items == {None}:
+            raise
+        if len(items) == 1:
+            raise ConfigError([(p, m) for _, p, m in cited], f"override {items.pop()!r}") from None
+        raise ConfigError([(p, m if item is None else f"{m} (override {item!r})") for item, p, m in cited],
+                          exc.source) from None

@@ -10,15 +10,27 @@ listed here in ``VERBS`` so every kind is checked the same way.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    Protocol,
+    TypeVar,
+    cast,
+    get_args,
+    runtime_checkable,
+)
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.records import Critique, EvalResult, Record, Refinement, Response
 
 if TYPE_CHECKING:
+    from engine.manager import PluginManager
     from engine.sampling.protocol import Sampler
 
 StageKind = Literal["generator", "critic", "refiner", "filter", "sampler", "sandbox", "trainer",
@@ -31,6 +43,13 @@ VERBS: dict[StageKind, str] = {
     "loop": "run_iteration",
 }
 """The one verb each kind of stage implements."""
+
+ANY = "*"
+"""In ``accepts``: any record kind. In ``produces``: the kinds the stage was handed (a filter) or
+kinds it cannot know in advance."""
+
+Messages = list[dict[str, str]]
+"""A chat: OpenAI-style ``{"role": ..., "content": ...}`` dicts."""
 
 
 class NoOptions(BaseModel):
@@ -47,12 +66,58 @@ class Resources(BaseModel):
     num_gpus: float = 0.0
 
 
+class Role(BaseModel):
+    """One role of a loop: the stage kind bound to it, the record kinds the loop hands in
+    (``takes``) and expects back (``gives``), its default stage (a name or
+    ``{"name": ..., "options": {...}}``) and whether it may be left unbound (``optional``: the
+    config says ``stages.<role>: null`` and the runner passes the records through)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: StageKind
+    takes: tuple[str, ...]
+    gives: tuple[str, ...]
+    default: str | dict[str, Any] | None = None
+    optional: bool = False
+    doc: str = ""
+
+
+def kinds_fit(kinds: Sequence[str], allowed: Sequence[str], classes: dict[str, type[Record]]) -> bool:
+    """Every kind of ``kinds`` is in ``allowed``, or its record class subclasses an allowed one
+    (a ``refinement`` is a ``response``); ``ANY`` in ``allowed`` allows everything."""
+    if ANY in allowed:
+        return True
+    for kind in kinds:
+        cls = classes.get(kind)
+        if kind not in allowed and not (cls is not None and any(
+                issubclass(cls, classes[a]) for a in allowed if a in classes)):
+            return False
+    return True
+
+
+def role_mismatch(role: Role, stage: type[Stage[Any]], classes: dict[str, type[Record]]) -> str | None:
+    """Why ``stage`` cannot be bound to ``role`` (record kinds that do not fit), or None."""
+    takes_ok = kinds_fit(role.takes, stage.accepts, classes)
+    gives_ok = ANY in stage.produces or kinds_fit(stage.produces, role.gives, classes)
+    if takes_ok and gives_ok:
+        return None
+    return (f"{stage.kind} {stage.name!r} accepts {_kinds(stage.accepts)} and produces "
+            f"{_kinds(stage.produces)}, but the role hands in {_kinds(role.takes)} and expects back "
+            f"{_kinds(role.gives)}")
+
+
+def _kinds(kinds: Sequence[str]) -> str:
+    return "any kind" if ANY in kinds else "[" + ", ".join(kinds) + "]"
+
+
 @dataclass
 class StageContext:
-    """What a stage may use while it runs. Built by the runtime; stages never build it.
+    """What a stage may use while it runs. Built by the runtime (``build_stage``); stages never build it.
 
     ``sampler`` is the run's sampler (possibly a remote handle), ``sandbox`` the run's sandbox,
-    ``adapters`` maps role names to LoRA adapter paths of the current model version.
+    ``adapters`` maps role names to LoRA adapter paths of the current model version, ``plugins``
+    the plugin manager (stages build helper stages with :meth:`make_stage` and resolve models with
+    :meth:`resolve_model`; None in a process that has none, where both build a fresh manager),
+    ``emitted`` the side outputs of the current call (:meth:`Stage.emit`).
     """
 
     seed: int = 0
@@ -64,6 +129,8 @@ class StageContext:
     model_version: str | None = None
     adapters: dict[str, str] = field(default_factory=dict)
     progress: Callable[[int], None] = lambda n: None
+    plugins: PluginManager | None = None
+    emitted: list[Record] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def require_sampler(self, stage: str) -> Sampler:
@@ -71,18 +138,114 @@ class StageContext:
             raise RuntimeError(f"stage {stage!r} needs a sampler but the run has none")
         return self.sampler
 
+    def plugin_manager(self) -> PluginManager:
+        """The run's plugin manager (a fresh one, entry points included, where none was given)."""
+        if self.plugins is None:
+            from engine.manager import create_plugin_manager
 
-class Stage:
-    """Base of every stage. Subclasses set ``kind``, ``name`` and usually ``Options``."""
+            self.plugins = create_plugin_manager()
+        return self.plugins
+
+    def resolve_model(self, name: str, cache_dir: Path | None = None) -> Path:
+        """A local HF directory for model ``name``: the plugins' ``resolve_model`` hooks decide
+        (the built-in resolver answers last)."""
+        from engine.sampling.resolver import resolve_model_path
+
+        return resolve_model_path(name, cache_dir, self.plugin_manager())
+
+    def make_stage(self, kind: StageKind, name: str, options: BaseModel | dict[str, Any] | None = None,
+                   ) -> Stage[Any]:
+        """Build the registered stage ``name`` of ``kind`` with this context (a helper stage)."""
+        info = self.plugin_manager().stage(kind, name)
+        return build_stage(info.cls, options, replace(self, emitted=[]))
+
+    def __getstate__(self) -> dict[str, Any]:  # a context shipped to a Ray actor leaves the manager
+        state = dict(self.__dict__)
+        state.update(plugins=None, progress=_no_progress, emitted=[])
+        return state
+
+
+def _no_progress(n: int) -> None:
+    return None
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+class Stage(Generic[OptionsT]):
+    """Base of every stage. Subclass ``Stage[MyOptions]`` (``self.options`` is then typed as
+    ``MyOptions``) and set ``kind``, ``name``, and the record kinds it ``accepts`` and
+    ``produces`` (default: any)."""
 
     kind: ClassVar[StageKind]
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
     resources: ClassVar[Resources] = Resources()
+    accepts: ClassVar[tuple[str, ...]] = (ANY,)
+    produces: ClassVar[tuple[str, ...]] = (ANY,)
+    options: OptionsT
+    context: StageContext
 
-    def __init__(self, options: BaseModel | None = None, context: StageContext | None = None) -> None:
-        self.options = options if options is not None else self.Options()
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Options" in cls.__dict__:
+            return
+        for base in getattr(cls, "__orig_bases__", ()):  # Stage[MyOptions] sets Options = MyOptions
+            args = get_args(base)
+            model = args[0] if args else None
+            if isinstance(model, type) and issubclass(model, BaseModel) and model is not BaseModel:
+                cls.Options = model
+                return
+
+    def __init__(self, options: OptionsT | None = None, context: StageContext | None = None) -> None:
+        self.options = options if options is not None else cast(OptionsT, self.Options())
         self.context = context if context is not None else StageContext()
+
+    def emit(self, records: Sequence[Record]) -> None:
+        """Side outputs: records the stage made besides its verb's result (a tree search's node
+        critiques). The runner writes them to lineage under this stage's execution."""
+        self.context.emitted.extend(records)
+
+
+def validate_options(cls: type[Stage[Any]], options: BaseModel | dict[str, Any] | None) -> BaseModel:
+    """``options`` checked against ``cls.Options``. Unknown keys are refused at every level, even
+    when a plugin's Options model forgot ``extra="forbid"`` (pydantic would drop them silently)."""
+    if isinstance(options, cls.Options):
+        return options
+    data = options.model_dump() if isinstance(options, BaseModel) else dict(options or {})
+    errors = unknown_keys(cls.Options, data, ())
+    if errors:
+        raise ValidationError.from_exception_data(cls.Options.__name__, errors)
+    return cls.Options.model_validate(data)
+
+
+def unknown_keys(model: type[BaseModel], data: Any, loc: tuple[str | int, ...]) -> list[Any]:
+    """pydantic ``extra_forbidden`` error entries for keys of ``data`` that ``model`` lacks."""
+    if not isinstance(data, dict) or model.model_config.get("extra") == "allow":
+        return []
+    names: dict[str, Any] = {}
+    for fname, f in model.model_fields.items():
+        for key in (fname, f.alias, f.validation_alias if isinstance(f.validation_alias, str) else None):
+            if key:
+                names[key] = f.annotation
+    errors: list[Any] = []
+    for key, value in data.items():
+        if key not in names:
+            errors.append({"type": "extra_forbidden", "loc": (*loc, key), "input": value})
+            continue
+        ann = names[key]
+        sub = next((a for a in (ann, *get_args(ann))
+                    if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is not None:
+            errors += unknown_keys(sub, value, (*loc, key))
+    return errors
+
+
+def build_stage(cls: type[Stage[Any]], options: BaseModel | dict[str, Any] | None,
+                context: StageContext) -> Stage[Any]:
+    """The one way a stage instance is made (stages, samplers, sandboxes, trainers, evaluators,
+    loops): options validated (unknown keys refused), the context given."""
+    return cls(validate_options(cls, options), context)
 
 
 R = TypeVar("R", bound=Record)
@@ -135,14 +298,29 @@ class Evaluator(Protocol):
 
 @runtime_checkable
 class Loop(Protocol):
-    """A loop recipe: ``roles`` maps each role to the stage kind it needs; ``defaults`` maps it to a
-    stage name (or ``{"name": ..., "options": {...}}``) used when the config names none."""
+    """A loop recipe: ``roles`` declares each role (:class:`Role`: stage kind, record kinds in and
+    out, default stage, optional); ``trains`` maps each adapter role the loop trains to the record
+    kinds it hands that role's trainer. ``run_iteration`` composes the roles through the runner
+    (engine/runtime/runner.py); what it makes is recorded in lineage, so it returns nothing."""
 
     name: ClassVar[str]
-    roles: ClassVar[dict[str, StageKind]]
-    defaults: ClassVar[dict[str, Any]]
+    roles: ClassVar[dict[str, Role]]
+    trains: ClassVar[dict[str, tuple[str, ...]]]
 
-    def run_iteration(self, runner: Any, iteration: int) -> dict[str, Any]: ...
+    def run_iteration(self, runner: Any, iteration: int) -> None: ...
+
+
+@runtime_checkable
+class Prompted(Protocol):
+    """A stage that can show the chat it sends the model for given inputs (``messages``: the same
+    arguments as its verb, one chat per output it makes) and the text the model writes for one of
+    its outputs (``completion``: a refinement between its markers, a critique's text), so a loop can
+    build training data in that stage's own format without importing it:
+    ``runner.stage("judge").messages(responses)``."""
+
+    def messages(self, *inputs: Sequence[Any]) -> list[Messages]: ...
+
+    def completion(self, output: Any) -> str: ...
 
 
 def check_stage_class(cls: Any, kind: StageKind) -> list[str]:
@@ -156,4 +334,15 @@ def check_stage_class(cls: Any, kind: StageKind) -> list[str]:
         problems.append("'Options' is not a pydantic model")
     if not callable(getattr(cls, VERBS[kind], None)):
         problems.append(f"has no method '{VERBS[kind]}' (the {kind} verb)")
+    for attr in ("accepts", "produces"):
+        value = getattr(cls, attr, (ANY,))
+        if not (isinstance(value, tuple) and value and all(isinstance(k, str) for k in value)):
+            problems.append(f"'{attr}' is not a non-empty tuple of record kinds")
+    if kind == "loop":
+        roles = getattr(cls, "roles", None)
+        if not (isinstance(roles, dict) and all(isinstance(r, Role) for r in roles.values())):
+            problems.append("'roles' is not a dict of engine.contracts.Role")
+        trains = getattr(cls, "trains", {})
+        if not (isinstance(trains, dict) and all(isinstance(v, tuple) for v in trains.values())):
+            problems.append("'trains' is not a dict of adapter role -> tuple of record kinds")
     return problems

@@ -1,21 +1,46 @@
-"""Data sources: the prompts a loop starts from, read from a JSONL file.
+"""Data files: the prompts a loop starts from, and the helpers stages use to read data files.
 
 What it is: ``load_tasks`` turns each line of a JSONL file (fields ``prompt``, ``instruction`` or
 ``question``) into a Task record, honouring ``data.limit``. Relative paths are looked up from the
-working directory, then from configs/. What it is not: evaluation data (evaluators read their
-own packaged sets) nor seed mining (a loop's own stage).
+working directory, then from configs/. Public helpers for stage authors: :func:`package_file`
+(a data file shipped inside an installed package, found without importing it) and
+:func:`read_jsonl` (rows of a JSONL file, gzip-compressed when it ends in ``.gz``); evaluators and
+the decontamination filter read their benchmark sets with them. What it is not: the evaluation
+sets themselves (evaluators name their own) nor seed mining (a loop's own stage).
 """
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
 from pathlib import Path
+from typing import IO, Any
 
 from engine.errors import UserError
 from engine.records import Task
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TEXT_FIELDS = ("prompt", "instruction", "question")
+
+
+def package_file(package: str, relative: str) -> Path | None:
+    """The file ``relative`` inside the installed package ``package``, found without importing the
+    package; None when the package or the file is missing."""
+    spec = importlib.util.find_spec(package)
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(base) / relative
+        if path.is_file():
+            return path
+    return None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The non-blank lines of a JSONL file, parsed; ``.gz`` files are decompressed on the fly."""
+    fh: IO[str] = (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz"
+                   else path.open(encoding="utf-8"))
+    with fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 def find_source(source: str) -> Path:

@@ -35,13 +35,16 @@ class PluginError(UserError):
 
 @dataclass(frozen=True)
 class StageInfo:
-    """One registered stage: its kind, name, class, and the plugin (and version) that gave it."""
+    """One registered stage: its kind, name, class, the plugin that gave it (entry-point or module
+    name), that plugin's version and its distribution (the pip package: ``autodidact`` for the
+    built-ins, ``local`` for plugins handed to the manager directly)."""
 
     kind: StageKind
     name: str
     cls: type[Any]
     plugin: str
     version: str
+    distribution: str = "unknown"
 
 
 class PluginManager(pluggy.PluginManager):
@@ -52,6 +55,7 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self._stages: dict[StageKind, dict[str, StageInfo]] | None = None
         self._versions: dict[str, str] = {}
+        self._dists: dict[str, str] = {}
 
     # -- stages -----------------------------------------------------------------------------
     def stages(self, kind: StageKind) -> dict[str, StageInfo]:
@@ -78,6 +82,10 @@ class PluginManager(pluggy.PluginManager):
     def plugin_version(self, plugin_name: str) -> str:
         return self._versions.get(plugin_name, "unknown")
 
+    def plugin_distribution(self, plugin_name: str) -> str:
+        """The pip distribution that installed the plugin (``autodidact`` for the built-ins)."""
+        return self._dists.get(plugin_name, "unknown")
+
     def _registry(self) -> dict[StageKind, dict[str, StageInfo]]:
         if self._stages is None:
             self._stages = {kind: self._collect(kind) for kind in KINDS}
@@ -91,7 +99,8 @@ class PluginManager(pluggy.PluginManager):
                 problems = check_stage_class(cls, kind)
                 if problems:
                     raise PluginError(f"plugin {impl.plugin_name!r}: {kind} {cls!r} " + "; ".join(problems))
-                info = StageInfo(kind, cls.name, cls, impl.plugin_name, self.plugin_version(impl.plugin_name))
+                info = StageInfo(kind, cls.name, cls, impl.plugin_name, self.plugin_version(impl.plugin_name),
+                                 self.plugin_distribution(impl.plugin_name))
                 if cls.name in found:
                     other = found[cls.name].plugin
                     raise PluginError(f"{kind} stage name {cls.name!r} is registered twice: by plugin "
@@ -107,6 +116,7 @@ class PluginManager(pluggy.PluginManager):
             module = importlib.import_module(modname)
             self.register(module, name=modname)
             self._versions[modname] = __version__
+            self._dists[modname] = PROJECT
 
     def load_entry_points(self) -> None:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -119,6 +129,7 @@ class PluginManager(pluggy.PluginManager):
                 raise PluginError(f"entry point {ep.name!r} of {dist!r} failed to load: {exc}") from exc
             self.register(plugin, name=ep.name)
             self._versions[ep.name] = ep.dist.version if ep.dist else "unknown"
+            self._dists[ep.name] = dist
 
 
 def create_plugin_manager(*, builtins: bool = True, entry_points: bool = True,
@@ -137,6 +148,7 @@ def create_plugin_manager(*, builtins: bool = True, entry_points: bool = True,
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         pm.register(plugin, name=name)
         pm._versions[name] = "local"
+        pm._dists[name] = "local"
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -129,11 +129,15 @@ class Response(Record):
 
 
 class Critique(Record):
-    """A judge's verdict on a response: text of the critiques, votes and the vote share."""
+    """A judge's verdict on a response: the critique a refiner is shown (``text``), votes and the
+    vote share; a judge that samples several critiques keeps each (``samples``) with its own
+    verdict (``sample_verdicts``, None where none could be read)."""
 
     kind: Literal["critique"] = "critique"
     verdict: bool | None
     text: str = ""
+    samples: list[str] = Field(default_factory=list)
+    sample_verdicts: list[bool | None] = Field(default_factory=list)
     votes_yes: int = 0
     votes_no: int = 0
     vote_share: float = 0.0

@@ -1,9 +1,10 @@
-"""Run reports: a per-iteration table of funnel and metrics, and PNG plots of both.
+"""Run reports: a per-iteration table of funnel and metrics, and PNG plots of them and of training.
 
 What it is: ``iteration_table`` (one row per iteration: records out of each role, then each
 metric) and ``plot_report`` (``metrics.png``: each metric across iterations, iteration 0 being
-the base model; ``funnel.png``: records out of each role per iteration, as grouped bars),
-both read from the lineage store. What it is not: a dashboard; matplotlib is imported only here,
+the base model; ``funnel.png``: records out of each role per iteration, as grouped bars;
+``loss.png``: the training loss per optimizer step, one line per iteration and adapter role),
+all read from the lineage store. What it is not: a dashboard; matplotlib is imported only here,
 with the non-interactive Agg backend.
 """
 
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.lineage import queries
+
+Curves = dict[tuple[int, str], list[tuple[int, float]]]
+"""(iteration, adapter role) -> [(step, value)]."""
 
 
 def iteration_table(store: Any, run_id: str) -> tuple[list[str], list[list[Any]]]:
@@ -31,7 +35,8 @@ def iteration_table(store: Any, run_id: str) -> tuple[list[str], list[list[Any]]
 
 
 def plot_report(store: Any, run_id: str, out_dir: Path) -> list[Path]:
-    """Write metrics.png (if the run has metrics) and funnel.png into ``out_dir``."""
+    """Write metrics.png (if the run has metrics), funnel.png and loss.png (if it trained) into
+    ``out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,7 +72,28 @@ def plot_report(store: Any, run_id: str, out_dir: Path) -> list[Path]:
         ax.set_title(f"funnel of {run_id}")
         ax.legend(fontsize=8)
         written.append(_save(fig, out_dir / "funnel.png"))
+    curves = loss_curves(store, run_id)
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for (it, role), pts in curves.items():
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50 else None,
+                    label=f"iteration {it} {role}")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.set_title(f"training loss of {run_id}")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, out_dir / "loss.png"))
     return written
+
+
+def loss_curves(store: Any, run_id: str, metric: str = "loss") -> Curves:
+    """(iteration, adapter role) -> [(step, value)] of a training-step metric, in step order."""
+    curves: Curves = {}
+    for row in store.training_steps(run_id):
+        if row["metric"] == metric:
+            curves.setdefault((row["iteration"], row["role"]), []).append((row["step"], row["value"]))
+    return {key: sorted(pts) for key, pts in sorted(curves.items())}
 
 
 def _save(fig: Any, path: Path) -> Path:

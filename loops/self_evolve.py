@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Stage, StageKind
+from engine.contracts import Role, Stage
 from engine.data import load_tasks
 from engine.records import Critique, Link, Refinement, Response, TrainingExample
 
@@ -27,21 +27,27 @@ class SelfOptions(BaseModel):
     keep_passing_originals: bool = Field(True, description="train on first answers the judge accepts")
 
 
-class SelfEvolve(Stage):
+class SelfEvolve(Stage[SelfOptions]):
     kind = "loop"
     name = "self"
-    Options = SelfOptions
-    roles: dict[str, StageKind] = {"respond": "generator", "judge": "critic", "failing": "filter",
-                                   "refine": "refiner", "passing": "filter"}
-    defaults: dict[str, Any] = {
-        "respond": "respond", "judge": "llm-judge", "refine": "critique-refine",
-        "failing": {"name": "verdict", "options": {"keep": "no"}},
-        "passing": {"name": "verdict", "options": {"keep": "yes"}},
+    roles = {
+        "respond": Role(kind="generator", takes=("task",), gives=("response",), default="respond",
+                        doc="the model answers each prompt"),
+        "judge": Role(kind="critic", takes=("response",), gives=("critique",), default="llm-judge",
+                      doc="self-feedback: one critique per answer (called again on the refinements)"),
+        "failing": Role(kind="filter", takes=("critique",), gives=("critique",),
+                        default={"name": "verdict", "options": {"keep": "no"}},
+                        doc="keeps the critiques of answers to refine"),
+        "refine": Role(kind="refiner", takes=("response", "critique"), gives=("refinement",),
+                       default="critique-refine", doc="self-refinement of the failing answers"),
+        "passing": Role(kind="filter", takes=("critique",), gives=("critique",),
+                        default={"name": "verdict", "options": {"keep": "yes"}},
+                        doc="keeps the critiques of answers good enough to train on"),
     }
+    trains = {"policy": ("training_example",)}
 
     def run_iteration(self, runner: Any, iteration: int) -> None:
         opts = self.options
-        assert isinstance(opts, SelfOptions)
         data = runner.config.data
         tasks = runner.ingest("prompts", load_tasks(data.source or DEFAULT_SOURCE, data.limit))
         responses: list[Response] = runner.call("respond", tasks)
@@ -79,7 +85,7 @@ def _meta_skill(original: Response, feedback: Critique, ref: Refinement,
                 verdict: Critique) -> TrainingExample:
     ask = (f"Instruction:\n{original.prompt}\n\nResponse:\n{original.text}\n\n"
            "Give feedback on the response, then write an improved response.")
-    answer = f"{feedback.text.split(chr(10) + '---' + chr(10))[0]}\n\n[START]{ref.text}[END]"
+    answer = f"{feedback.text}\n\n[START]{ref.text}[END]"
     return TrainingExample(
         messages=[{"role": "user", "content": ask}, {"role": "assistant", "content": answer}],
         target_role="meta-skill",

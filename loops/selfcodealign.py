@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Stage, StageKind
+from engine.contracts import Role, Stage, StageKind
 from engine.records import Execution, Link, Record, Response, TrainingExample
 
 
@@ -31,23 +31,32 @@ class SelfCodeAlignOptions(BaseModel):
     max_examples: int | None = Field(None, ge=1, description="cap on training examples per iteration")
 
 
-class SelfCodeAlign(Stage):
+def _role(kind: StageKind, takes: str, gives: str, default: str, doc: str, optional: bool = False) -> Role:
+    return Role(kind=kind, takes=(takes,), gives=(gives,), default=default, doc=doc, optional=optional)
+
+
+class SelfCodeAlign(Stage[SelfCodeAlignOptions]):
     kind = "loop"
     name = "selfcodealign"
-    Options = SelfCodeAlignOptions
-    roles: dict[str, StageKind] = {
-        "seeds": "generator", "concepts": "generator", "tasks": "generator", "responses": "generator",
-        "execute": "generator", "passed": "filter", "dedup": "filter", "decontaminate": "filter",
+    roles = {
+        "seeds": _role("generator", "seed_request", "seed", "stdlib-seeds", "draws seed functions"),
+        "concepts": _role("generator", "seed", "concepts", "code-concepts", "seed -> coding concepts"),
+        "tasks": _role("generator", "concepts", "task", "code-task",
+                       "concepts -> a task (category, difficulty)"),
+        "responses": _role("generator", "task", "response", "code-response",
+                           "n answers per task, each with its own asserts"),
+        "execute": _role("generator", "response", "execution", "sandbox-exec",
+                         "runs each answer against its tests in the sandbox"),
+        "passed": _role("filter", "execution", "execution", "passed", "keeps the passing executions"),
+        "dedup": _role("filter", "response", "response", "dedup",
+                       "exact and near duplicates out (optional: stages.dedup: null)", optional=True),
+        "decontaminate": _role("filter", "response", "response", "decontaminate",
+                               "n-gram overlap with the evaluation sets out (optional)", optional=True),
     }
-    defaults: dict[str, Any] = {
-        "seeds": "stdlib-seeds", "concepts": "code-concepts", "tasks": "code-task",
-        "responses": "code-response", "execute": "sandbox-exec", "passed": "passed", "dedup": "dedup",
-        "decontaminate": "decontaminate",
-    }
+    trains = {"policy": ("training_example",)}
 
-    def run_iteration(self, runner: Any, iteration: int) -> dict[str, Any]:
+    def run_iteration(self, runner: Any, iteration: int) -> None:
         opts = self.options
-        assert isinstance(opts, SelfCodeAlignOptions)
         request = Record(kind="seed_request", meta={"iteration": iteration})
         requests = runner.ingest("seed-request", [request])
         seeds = runner.call("seeds", requests)
@@ -72,11 +81,7 @@ class SelfCodeAlign(Stage):
             kept = kept[:opts.max_examples]
         examples = [_example(r, execution_of[r.id], opts.include_tests) for r in kept]
         runner.ingest("examples", examples)
-        version = runner.train(examples)
-        funnel = {"seeds": len(seeds), "concepts": len(concepts), "tasks": len(tasks),
-                  "responses": len(responses), "passed": len(passing), "kept": len(examples)}
-        runner.summary.setdefault("selfcodealign", {}).update(funnel)
-        return {"funnel": funnel, "model_version": version}
+        runner.train(examples)
 
 
 def _first_per_task(responses: list[Response]) -> list[Response]:

@@ -4,18 +4,21 @@ One iteration: seed instructions (``data.source``, default ``data/spar-seeds.jso
 with 1 to 3 verifiable constraints (``evolve``); the actor (adapter role ``policy``) answers each
 ``n`` times (``respond``); the judge (adapter role ``refiner``: in SPaR the refiner model is also
 the judge) critiques every answer with ``votes`` samples and a majority vote (``judge``); the
-failing answers (``failing``) are the roots of the tree search (``refine``: BFS/DFS, every depth one
-batch across all roots, each node judged). The whole tree lands in lineage: each node links to its
-parent node and to the critique that conditioned it, and the judge critique of every node is
-ingested as a record (``node-critiques``). Then:
+failing answers (``failing``) are the roots of the refinement (``refine``: one refined final node
+per root; the tree search makes it by BFS/DFS, every depth one batch across all roots, and hands
+back its whole tree, each node judged, as side outputs that land in lineage under its execution).
+Then:
 
-* preference pairs: chosen = the final node of a root whose value passed the gate, rejected = the
-  original failing answer (SPaR's minimal-variation pairs); trained with the ``policy`` trainer
-  (DPO with an SFT term, ``trainers.policy``);
+* preference pairs: chosen = a root's final node when its Yes share (``value``; a refiner that
+  gives none is judged by the ``judge`` role) is above ``gate``, rejected = the original failing
+  answer (SPaR's minimal-variation pairs); trained with the ``policy`` trainer (DPO with an SFT
+  term, ``trainers.policy``);
 * RFT data for the refiner (``target_role`` ``refiner``, trained by ``trainers.refiner``, SFT):
-  every step of each successful refinement chain (refine prompt of the parent and its critique ->
-  the child between the markers) and every judge sample that agrees with its critique's majority
-  (judge prompt -> that critique text).
+  every step of each successful refinement chain (the refine stage's own chat for the parent and
+  its critique -> the child as that stage writes it) and every judge sample that agrees with its
+  critique's majority (the judge's own chat -> that sample). The loop reaches the stages' prompt
+  formats through ``runner.stage(role)`` (engine.contracts.Prompted), so any judge or refiner
+  that shows its chats can be bound; one that does not simply adds no RFT examples.
 
 The next iteration samples the actor and the refiner from their new adapters (one sampler, two
 adapters). What it is not: SPaR's data construction for the first judge/refiner (they distil a
@@ -30,18 +33,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Stage, StageKind
+from engine.contracts import Messages, Prompted, Role, Stage
 from engine.data import load_tasks
 from engine.records import Critique, Link, PreferencePair, Refinement, Response, TrainingExample
-from plugins.critic_judge import JudgeOptions, judge_prompts, parse_verdict
-from plugins.refiner_critique import RefineOptions, refine_prompts
-from plugins.refiner_tree import chain, final_nodes, node_critiques
 
 DEFAULT_SOURCE = "data/spar-seeds.jsonl"
 
 
 class SparOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    gate: float = Field(0.5, ge=0.0, le=1.0, description="a pair needs its refined answer's Yes share "
+                                                          "above this")
     judge_samples: bool = Field(True, description="train the refiner on judge samples agreeing with "
                                                   "their majority")
     refine_chains: bool = Field(True, description="train the refiner on successful refinement chains")
@@ -49,23 +51,29 @@ class SparOptions(BaseModel):
     max_rft: int | None = Field(None, ge=1, description="cap on refiner examples per iteration")
 
 
-class Spar(Stage):
+class Spar(Stage[SparOptions]):
     kind = "loop"
     name = "spar"
-    Options = SparOptions
-    roles: dict[str, StageKind] = {"evolve": "generator", "respond": "generator", "judge": "critic",
-                                   "failing": "filter", "refine": "refiner"}
-    defaults: dict[str, Any] = {
-        "evolve": "evolve-constraints",
-        "respond": {"name": "respond", "options": {"n": 5, "temperature": 0.9, "top_p": 0.9}},
-        "judge": {"name": "llm-judge", "options": {"votes": 5, "adapter_role": "refiner"}},
-        "failing": {"name": "verdict", "options": {"keep": "no"}},
-        "refine": {"name": "tree-search", "options": {"judge": {"adapter_role": "refiner"}}},
+    roles = {
+        "evolve": Role(kind="generator", takes=("task",), gives=("task",), default="evolve-constraints",
+                       doc="seed instructions -> instructions with verifiable constraints added"),
+        "respond": Role(kind="generator", takes=("task",), gives=("response",),
+                        default={"name": "respond", "options": {"n": 5, "temperature": 0.9, "top_p": 0.9}},
+                        doc="the actor (policy adapter) answers each instruction n times"),
+        "judge": Role(kind="critic", takes=("response",), gives=("critique",),
+                      default={"name": "llm-judge", "options": {"votes": 5, "adapter_role": "refiner"}},
+                      doc="one critique per answer, majority Yes/No (the refiner adapter judges)"),
+        "failing": Role(kind="filter", takes=("critique",), gives=("critique",),
+                        default={"name": "verdict", "options": {"keep": "no"}},
+                        doc="keeps the critiques of failing answers: the roots to refine"),
+        "refine": Role(kind="refiner", takes=("response", "critique"), gives=("refinement",),
+                       default={"name": "tree-search", "options": {"judge": {"adapter_role": "refiner"}}},
+                       doc="one refined answer per root, in root order (side outputs: the search tree)"),
     }
+    trains = {"policy": ("preference_pair",), "refiner": ("training_example",)}
 
-    def run_iteration(self, runner: Any, iteration: int) -> dict[str, Any]:
+    def run_iteration(self, runner: Any, iteration: int) -> None:
         opts = self.options
-        assert isinstance(opts, SparOptions)
         data = runner.config.data
         seeds = runner.ingest("seeds", load_tasks(data.source or DEFAULT_SOURCE, data.limit))
         tasks = runner.call("evolve", seeds)
@@ -74,42 +82,48 @@ class Spar(Stage):
         by_id: dict[str, Response] = {r.id: r for r in responses}
         failing: list[Critique] = runner.call("failing", critiques)
         roots = [by_id[c.parent_ids("judges")[0]] for c in failing]
-        nodes: list[Refinement] = runner.call("refine", roots, failing)
-        node_crits = runner.ingest("node-critiques", node_critiques(nodes))
-        gate = _gate(runner)
-        finals = [n for n in final_nodes(nodes) if (n.value or 0.0) > gate]
-        pairs = [_pair(n, by_id[n.meta["tree"]["root"]]) for n in finals][:opts.max_pairs]
+        finals = runner.call("refine", roots, failing)
+        if len(finals) != len(roots):
+            raise ValueError(f"SPaR's refine role gives one refinement per failing answer; stage "
+                             f"{runner.resolved.stages['refine'].info.name!r} gave {len(finals)} "
+                             f"for {len(roots)}")
+        nodes = [r for r in finals.side if isinstance(r, Refinement)]
+        node_crits = [c for c in finals.side if isinstance(c, Critique)]
+        values = _values(runner, finals)
+        kept = [(f, root) for f, root in zip(finals, roots, strict=True) if values[f.id] > opts.gate]
+        pairs = [_pair(f, root) for f, root in kept][:opts.max_pairs]
         runner.ingest("pairs", pairs)
 
         crit_of = {c.parent_ids("judges")[0]: c for c in [*critiques, *node_crits]}
-        judged = {**by_id, **{n.id: n for n in nodes}}
+        judged: dict[str, Response] = {**by_id, **{n.id: n for n in [*nodes, *finals]}}
         rft: list[TrainingExample] = []
-        if opts.refine_chains:
-            refine_opts = _refine_options(runner, "refine")
-            for final in finals:
-                rft += _chain_examples(chain(nodes, final), judged, crit_of, refine_opts)
-        if opts.judge_samples:  # each critique in the prompt format of the judge that wrote it
-            rft += _judge_examples(critiques, judged, runner.resolved.stages["judge"].options)
-            rft += _judge_examples(node_crits, judged, _refine_options(runner, "judge"))
+        refine_stage = runner.stage("refine")
+        if opts.refine_chains and isinstance(refine_stage, Prompted):
+            for final, _ in kept:
+                rft += _chain_examples(refine_stage, _chain(final, judged), judged, crit_of)
+        if opts.judge_samples:  # each critique in the chat format of the judge that wrote it
+            rft += _judge_examples(runner.stage("judge"), critiques, judged)
+            rft += _judge_examples(getattr(refine_stage, "critic", None), node_crits, judged)
         rft = rft[:opts.max_rft]
         runner.ingest("rft", rft)
-        policy_version = runner.train(pairs, role="policy")
-        refiner_version = runner.train(rft, role="refiner")
-        funnel = {"tasks": len(tasks), "responses": len(responses), "failing": len(failing),
-                  "nodes": len(nodes), "pairs": len(pairs), "rft": len(rft)}
-        runner.summary.setdefault("spar", {}).update(funnel)
-        return {"funnel": funnel, "model_version": policy_version, "refiner_version": refiner_version}
+        runner.train(pairs, role="policy")
+        runner.train(rft, role="refiner")
 
 
-def _gate(runner: Any) -> float:
-    return float(getattr(runner.resolved.stages["refine"].options, "gate", 0.5))
+def _values(runner: Any, finals: Sequence[Refinement]) -> dict[str, float]:
+    """Each final's Yes share: its own ``value``, else the judge role's vote share on it."""
+    unscored = [f for f in finals if f.value is None]
+    verdicts = runner.call("judge", unscored, key="finals") if unscored else []
+    share = {c.parent_ids("judges")[0]: c.vote_share for c in verdicts}
+    return {f.id: f.value if f.value is not None else share.get(f.id, 0.0) for f in finals}
 
 
-def _refine_options(runner: Any, part: str) -> Any:
-    """The tree search's own ``refine`` or ``judge`` options (the prompts its nodes were made with)."""
-    inner = getattr(runner.resolved.stages["refine"].options, part)
-    assert isinstance(inner, RefineOptions | JudgeOptions)
-    return inner
+def _chain(node: Refinement, judged: dict[str, Response]) -> list[Refinement]:
+    """The refinements from the root's first child down to ``node`` (following ``refines`` links)."""
+    path = [node]
+    while (up := path[-1].parent_ids("refines")) and isinstance(judged.get(up[0]), Refinement):
+        path.append(judged[up[0]])  # type: ignore[arg-type]
+    return path[::-1]
 
 
 def _pair(final: Refinement, root: Response) -> PreferencePair:
@@ -118,38 +132,42 @@ def _pair(final: Refinement, root: Response) -> PreferencePair:
                           parents=[Link(id=final.id, role="chosen"), Link(id=root.id, role="rejected")])
 
 
-def _chain_examples(path: Sequence[Refinement], judged: dict[str, Response], crit_of: dict[str, Critique],
-                    opts: RefineOptions) -> list[TrainingExample]:
+def _example(chat: Messages, answer: str, parents: list[Link]) -> TrainingExample:
+    """A refiner example: the stage's chat (without an assistant prefix, which ``answer`` holds)."""
+    ask = chat[:-1] if chat and chat[-1]["role"] == "assistant" else chat
+    return TrainingExample(messages=[*ask, {"role": "assistant", "content": answer}],
+                           target_role="refiner", parents=parents)
+
+
+def _chain_examples(stage: Prompted, path: Sequence[Refinement], judged: dict[str, Response],
+                    crit_of: dict[str, Critique]) -> list[TrainingExample]:
     """One refiner example per step of a successful chain: (parent, its critique) -> child."""
     out = []
     for node in path:
         parent = judged[node.parent_ids("refines")[0]]
         crit = crit_of[parent.id]
-        (ask,) = refine_prompts([parent], [crit], opts)
-        out.append(TrainingExample(
-            messages=[{"role": "user", "content": ask},
-                      {"role": "assistant", "content": f"{opts.start_marker}{node.text}{opts.end_marker}"}],
-            target_role="refiner",
-            parents=[Link(id=node.id, role="input"), Link(id=parent.id, role="refines"),
-                     Link(id=crit.id, role="judges")]))
+        (chat,) = stage.messages([parent], [crit])
+        links = [Link(id=node.id, role="input"), Link(id=parent.id, role="refines"),
+                 Link(id=crit.id, role="judges")]
+        out.append(_example(chat, stage.completion(node), links))
     return out
 
 
-def _judge_examples(critiques: Sequence[Critique], judged: dict[str, Response],
-                    opts: JudgeOptions) -> list[TrainingExample]:
+def _judge_examples(judge: object, critiques: Sequence[Critique],
+                    judged: dict[str, Response]) -> list[TrainingExample]:
     """Judge samples that agree with their critique's majority verdict (ties have none)."""
+    if not isinstance(judge, Prompted):
+        return []
     out = []
     for crit in critiques:
         target = judged.get(next(iter(crit.parent_ids("judges")), ""))
         if crit.verdict is None or target is None:
             continue
-        (ask,) = judge_prompts([(target.prompt, target.text)], opts)
-        for text in dict.fromkeys(crit.text.split("\n---\n")):
-            if parse_verdict(text, opts.yes_pattern, opts.no_pattern) is crit.verdict:
-                out.append(TrainingExample(
-                    messages=[{"role": "user", "content": ask}, {"role": "assistant", "content": text}],
-                    target_role="refiner",
-                    parents=[Link(id=crit.id, role="judges"), Link(id=target.id, role="input")]))
+        (chat,) = judge.messages([target])
+        agreeing = [t for t, v in zip(crit.samples, crit.sample_verdicts, strict=True) if v is crit.verdict]
+        for text in dict.fromkeys(agreeing):
+            out.append(_example(chat, text, [Link(id=crit.id, role="judges"),
+                                              Link(id=target.id, role="input")]))
     return out
 
 

@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import ast
 import random
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import Stage
+from engine.data import package_file, read_jsonl
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
-from plugins._code import code_blocks, first_code
-from plugins._llm import chat, load_template
-from plugins.filter_decontaminate import package_file, read_jsonl
-from plugins.filter_execution import run_jobs
+from engine.toolkit.code import code_blocks, first_code
+from engine.toolkit.prompting import chat, load_template
+from engine.toolkit.sandboxing import run_jobs
 from sandbox.protocol import Job, Limits
+
+TEMPLATE = Path(__file__).parent / "templates" / "humaneval.txt"
 
 
 class HumanEvalOptions(BaseModel):
@@ -98,16 +101,14 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - prob_fail
 
 
-class HumanEval(Stage):
+class HumanEval(Stage[HumanEvalOptions]):
     kind = "evaluator"
     name = "humaneval"
-    Options = HumanEvalOptions
 
     def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
         opts = self.options
-        assert isinstance(opts, HumanEvalOptions)
         problems = load_problems(opts.subset, opts.subset_seed)
-        template = load_template(opts.template, "humaneval.txt")
+        template = load_template(opts.template, TEMPLATE)
         prompts = [template.format(prompt=p["prompt"]) for p in problems]
         adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
         stop = opts.stop if opts.stop is not None else (["```"] if "```" in opts.prefix else [])

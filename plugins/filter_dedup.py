@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Stage
+from engine.contracts import ANY, Stage
 from engine.records import Record, Response, Task, TrainingExample
 
 
@@ -58,14 +58,14 @@ def shingles(text: str, k: int) -> set[bytes]:
     return {" ".join(tokens[i:i + k]).encode() for i in range(max(1, len(tokens) - k + 1))}
 
 
-class Dedup(Stage):
+class Dedup(Stage[DedupOptions]):
     kind = "filter"
     name = "dedup"
-    Options = DedupOptions
+    accepts = ("response", "task", "training_example")
+    produces = (ANY,)
 
     def filter(self, records: Sequence[Record]) -> list[Record]:
         opts = self.options
-        assert isinstance(opts, DedupOptions)
         seen: dict[str, set[str]] = {"instruction": set(), "response": set()}
         lsh, hashes = None, {}
         if opts.near:

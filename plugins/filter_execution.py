@@ -2,7 +2,8 @@
 
 What it is: ``sandbox-exec`` turns each Response (code in ``text``, asserts in ``tests``) into an
 Execution record linked to it (edge role ``tests``), running the whole batch as ONE call to the
-run's sandbox (``context.sandbox``; the default bubblewrap sandbox when the context has none).
+run's sandbox through ``engine.toolkit.sandboxing.run_jobs`` (``context.sandbox``; the default
+bubblewrap sandbox when the context has none).
 Identical (code, tests) pairs run once per batch; a response without code or without tests gets
 an ``error`` Execution without running. ``passed`` keeps the Executions whose status is
 ``passed`` (and that ran at least ``min_tests`` tests), passing other records through untouched,
@@ -13,15 +14,14 @@ What it is not: the isolation (sandbox/) nor a judge of test quality (a weak tes
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Stage, StageContext
+from engine.contracts import ANY, Stage
 from engine.records import Execution, Link, Record, Response
+from engine.toolkit.sandboxing import run_jobs
 from sandbox.protocol import Job, Limits, Result
 
 
@@ -36,45 +36,19 @@ class PassedOptions(BaseModel):
     min_tests: int = Field(1, ge=0, description="an execution must have run at least this many tests")
 
 
-def context_sandbox(context: StageContext) -> tuple[Any, bool]:
-    """The run's sandbox, or a fresh default bubblewrap one; the flag says the caller must close it."""
-    if context.sandbox is not None:
-        return context.sandbox, False
-    from plugins.sandbox_local import BubblewrapSandbox
-
-    return BubblewrapSandbox(), True
-
-
-def run_jobs(context: StageContext, jobs: Sequence[Job]) -> list[Result]:
-    """Run ``jobs`` in one sandbox call, each distinct (program, tests, limits) once; input order."""
-    if not jobs:
-        return []
-    keys = [hashlib.sha256(j.model_dump_json().encode()).hexdigest() for j in jobs]
-    unique: dict[str, Job] = {}
-    for key, job in zip(keys, jobs, strict=True):
-        unique.setdefault(key, job)
-    sandbox, owned = context_sandbox(context)
-    try:
-        results = dict(zip(unique, sandbox.execute(list(unique.values())), strict=True))
-    finally:
-        if owned:
-            sandbox.close()
-    return [results[k].model_copy(deep=True) for k in keys]
-
-
-class SandboxExec(Stage):
+class SandboxExec(Stage[SandboxExecOptions]):
     """Response -> Execution of its code against its own tests."""
 
     kind = "generator"
     name = "sandbox-exec"
-    Options = SandboxExecOptions
+    accepts = ("response",)
+    produces = ("execution",)
 
     def generate(self, inputs: Sequence[Record]) -> list[Record]:
-        opts = self.options
-        assert isinstance(opts, SandboxExecOptions)
+        limits = self.options.limits
         responses = [r for r in inputs if isinstance(r, Response)]
         runnable = [r for r in responses if r.text.strip() and (r.tests or "").strip()]
-        results = run_jobs(self.context, [Job(program=r.text, tests=r.tests or "", limits=opts.limits)
+        results = run_jobs(self.context, [Job(program=r.text, tests=r.tests or "", limits=limits)
                                           for r in runnable])
         by_id = {r.id: res for r, res in zip(runnable, results, strict=True)}
         out: list[Record] = []
@@ -88,18 +62,18 @@ class SandboxExec(Stage):
         return out
 
 
-class Passed(Stage):
+class Passed(Stage[PassedOptions]):
     """Keeps Executions that passed; other records pass through."""
 
     kind = "filter"
     name = "passed"
-    Options = PassedOptions
+    accepts = ("execution",)
+    produces = (ANY,)
 
     def filter(self, records: Sequence[Record]) -> list[Record]:
-        opts = self.options
-        assert isinstance(opts, PassedOptions)
+        min_tests = self.options.min_tests
         return [r for r in records if not isinstance(r, Execution) or (
-            r.status == "passed" and int(r.meta.get("n_tests", 0)) >= opts.min_tests)]
+            r.status == "passed" and int(r.meta.get("n_tests", 0)) >= min_tests)]
 
 
 @hookimpl

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Stage
+from engine.contracts import ANY, Stage
 from engine.records import Critique, Record
 
 
@@ -23,14 +23,14 @@ class VerdictOptions(BaseModel):
     min_vote_share: float = Field(0.0, ge=0.0, le=1.0, description="with keep=yes: also need this share")
 
 
-class VerdictFilter(Stage):
+class VerdictFilter(Stage[VerdictOptions]):
     kind = "filter"
     name = "verdict"
-    Options = VerdictOptions
+    accepts = ("critique",)
+    produces = (ANY,)
 
     def filter(self, records: Sequence[Record]) -> list[Record]:
         opts = self.options
-        assert isinstance(opts, VerdictOptions)
         want = {"yes": True, "no": False, "undecided": None}[opts.keep]
         kept: list[Record] = []
         for rec in records:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -21,8 +22,10 @@ from pydantic import Field
 from engine import hookimpl
 from engine.contracts import Stage
 from engine.records import Concepts, Link, Record, Response, Seed, Task
-from plugins._code import clean_tests, code_and_tests, first_sentence, parse_concepts, parse_instruction
-from plugins._llm import SamplingOptions, load_template, sample_texts
+from engine.toolkit.code import clean_tests, code_and_tests, first_sentence, parse_concepts, parse_instruction
+from engine.toolkit.prompting import SamplingOptions, load_template, sample_texts
+
+TEMPLATES = Path(__file__).parent / "templates"
 
 Category = Literal["function", "class", "program"]
 Difficulty = Literal["easy", "medium", "hard"]
@@ -58,20 +61,20 @@ class CodeResponseOptions(SamplingOptions):
 TESTS_START = "\n\nTests:\n```python\nassert "
 
 
-class CodeConcepts(Stage):
+class CodeConcepts(Stage[ConceptsOptions]):
     """Seed snippet -> Concepts (one per seed whose answer parses)."""
 
     kind = "generator"
     name = "code-concepts"
-    Options = ConceptsOptions
+    accepts = ("seed",)
+    produces = ("concepts",)
 
     def generate(self, inputs: Sequence[Record]) -> list[Record]:
         opts = self.options
-        assert isinstance(opts, ConceptsOptions)
         seeds = [s for s in inputs if isinstance(s, Seed)]
         if not seeds:
             return []
-        template = load_template(opts.template, "selfcodealign-concepts.txt")
+        template = load_template(opts.template, TEMPLATES / "selfcodealign-concepts.txt")
         prompts = [template.format(snippet=s.text) for s in seeds]
         out: list[Record] = []
         for seed, (texts, version) in zip(seeds, sample_texts(self.context, self.name, prompts, opts),
@@ -87,20 +90,20 @@ class CodeConcepts(Stage):
         return out
 
 
-class CodeTask(Stage):
+class CodeTask(Stage[TaskOptions]):
     """Concepts -> Tasks with a category and a difficulty drawn per task (fixed by seed and input)."""
 
     kind = "generator"
     name = "code-task"
-    Options = TaskOptions
+    accepts = ("concepts",)
+    produces = ("task",)
 
     def generate(self, inputs: Sequence[Record]) -> list[Record]:
         opts = self.options
-        assert isinstance(opts, TaskOptions)
         notes = [c for c in inputs if isinstance(c, Concepts)]
         if not notes:
             return []
-        template = load_template(opts.template, "selfcodealign-task.txt")
+        template = load_template(opts.template, TEMPLATES / "selfcodealign-task.txt")
         slots: list[tuple[Concepts, str, str]] = []
         for note in notes:
             for j in range(opts.tasks_per_concepts):
@@ -119,20 +122,20 @@ class CodeTask(Stage):
         return out
 
 
-class CodeResponse(Stage):
+class CodeResponse(Stage[CodeResponseOptions]):
     """Task -> ``n`` Responses: code in ``text``, its own asserts in ``tests``, raw answer in meta."""
 
     kind = "generator"
     name = "code-response"
-    Options = CodeResponseOptions
+    accepts = ("task",)
+    produces = ("response",)
 
     def generate(self, inputs: Sequence[Record]) -> list[Record]:
         opts = self.options
-        assert isinstance(opts, CodeResponseOptions)
         tasks = [t for t in inputs if isinstance(t, Task)]
         if not tasks:
             return []
-        template = load_template(opts.template, "selfcodealign-response.txt")
+        template = load_template(opts.template, TEMPLATES / "selfcodealign-response.txt")
         prompts = [template.format(instruction=t.prompt) for t in tasks]
         drafts: list[dict[str, Any]] = []  # one per response: its fields, until its tests are known
         for task, prompt, (texts, version) in zip(
@@ -143,16 +146,17 @@ class CodeResponse(Stage):
                 drafts.append(dict(task=task, user=prompt, text=code, tests=tests, sample_index=i,
                                    model_version=version, meta={"raw": raw}))
         if opts.complete_tests:
-            self._complete_tests([d for d in drafts if d["text"] and not d["tests"]], opts)
+            self._complete_tests([d for d in drafts if d["text"] and not d["tests"]])
         return [Response(text=d["text"], tests=d["tests"], prompt=d["task"].prompt,
                          sample_index=d["sample_index"], model_version=d["model_version"], meta=d["meta"],
                          parents=[Link(id=d["task"].id, role="input")]) for d in drafts]
 
-    def _complete_tests(self, missing: list[dict[str, Any]], opts: CodeResponseOptions) -> None:
+    def _complete_tests(self, missing: list[dict[str, Any]]) -> None:
         """Continue each answer that has code but no tests from its code and a 'Tests:' block that
         starts with ``assert ``: one batched call; the asserts parsed from it become the tests."""
         if not missing:
             return
+        opts = self.options
         starts = [f"```python\n{d['text']}\n```{TESTS_START}" for d in missing]
         sampled = sample_texts(self.context, self.name, [d["user"] for d in missing], opts, n=1,
                                seed_offset=3, prefixes=starts, max_tokens=opts.tests_max_tokens,

@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations, product
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -31,10 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from engine import hookimpl
 from engine.contracts import Stage
 from engine.records import Link, Record, Seed, Task
-from plugins._llm import SamplingOptions, load_template, sample_texts
+from engine.toolkit.prompting import SamplingOptions, load_template, sample_texts
 
 Category = Literal["format", "content", "length", "language", "style"]
 CATEGORIES: tuple[Category, ...] = ("format", "content", "length", "language", "style")
+TEMPLATE = Path(__file__).parent / "templates" / "evolve.txt"
 Draw = tuple[str, str, dict[str, Any]]
 """One drawn constraint: its sentence, the IFEval checker id, the checker's kwargs."""
 
@@ -180,14 +182,14 @@ def parse_rewrite(text: str) -> str:
     return first.strip('"').strip()
 
 
-class EvolveConstraints(Stage):
+class EvolveConstraints(Stage[EvolveOptions]):
     kind = "generator"
     name = "evolve-constraints"
-    Options = EvolveOptions
+    accepts = ("task", "seed")
+    produces = ("task",)
 
     def generate(self, inputs: Sequence[Record]) -> list[Record]:
         opts = self.options
-        assert isinstance(opts, EvolveOptions)
         seeds = [r for r in inputs if isinstance(r, (Task, Seed))]
         plans = []
         for seed in seeds:
@@ -198,7 +200,7 @@ class EvolveConstraints(Stage):
                 plans.append((seed, prompt, draw_constraints(rng, k, opts.categories)))
         rewrites: list[tuple[str | None, str | None]] = [(None, None)] * len(plans)
         if opts.mode == "llm" and plans:
-            template = load_template(opts.template, "evolve.txt")
+            template = load_template(opts.template, TEMPLATE)
             prompts = [template.format(prompt=p, constraints="\n".join(f"- {d[0]}" for _, d in drawn))
                        for _, p, drawn in plans]
             sampling = SamplingOptions(n=1, temperature=opts.temperature, top_p=opts.top_p,

@@ -7,30 +7,32 @@ What it is not: a judge or a filter; it keeps every sample, even empty ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from engine import hookimpl
 from engine.contracts import Stage
 from engine.records import Link, Record, Response, Task
-from plugins._llm import SamplingOptions, load_template, sample_texts
+from engine.toolkit.prompting import SamplingOptions, load_template, sample_texts
+
+TEMPLATE = Path(__file__).parent / "templates" / "respond.txt"
 
 
 class RespondOptions(SamplingOptions):
     pass
 
 
-class Respond(Stage):
+class Respond(Stage[RespondOptions]):
     kind = "generator"
     name = "respond"
-    Options = RespondOptions
+    accepts = ("task",)
+    produces = ("response",)
 
     def generate(self, inputs: Sequence[Record]) -> list[Record]:
-        opts = self.options
-        assert isinstance(opts, RespondOptions)
         tasks = [t for t in inputs if isinstance(t, Task)]
-        template = load_template(opts.template, "respond.txt")
+        template = load_template(self.options.template, TEMPLATE)
         prompts = [template.format(prompt=t.prompt) for t in tasks]
         out: list[Record] = []
-        for task, (texts, version) in zip(tasks, sample_texts(self.context, self.name, prompts, opts),
+        for task, (texts, version) in zip(tasks, sample_texts(self.context, self.name, prompts, self.options),
                                           strict=True):
             for i, text in enumerate(texts):
                 out.append(Response(text=text, prompt=task.prompt, sample_index=i, model_version=version,

@@ -4,53 +4,39 @@ What it is: one batched sampler call for all (response, critique) pairs; the mod
 then writes the new response between ``start_marker`` and ``end_marker``. Text outside the
 markers is dropped; with no markers the whole completion (after the last start marker, if any)
 is the refinement. The refinement links to the response (``refines``) and the critique
-(``input``). What it is not: a search; the tree search refiner builds on this one.
+(``input``). ``messages(responses, critiques)`` shows the rewrite chats (engine.contracts.Prompted).
+What it is not: a search (``tree-search`` is one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import Field
-
 from engine import hookimpl
-from engine.contracts import Stage
+from engine.contracts import Messages, Stage
 from engine.records import Critique, Link, Refinement, Response
-from plugins._llm import SamplingOptions, load_template, sample_texts
+from engine.toolkit.judging import RefineOptions, extract, refine_messages
+from engine.toolkit.prompting import sample_chats
 
 
-class RefineOptions(SamplingOptions):
-    start_marker: str = "[START]"
-    end_marker: str = "[END]"
-    max_tokens: int = Field(384, ge=1, le=32768)
-
-
-def extract(text: str, start: str, end: str) -> str:
-    """The text between the last ``start`` marker and the following ``end`` marker."""
-    if start in text:
-        text = text.rsplit(start, 1)[1]
-    return text.split(end, 1)[0].strip()
-
-
-def refine_prompts(responses: Sequence[Response], critiques: Sequence[Critique],
-                   opts: RefineOptions) -> list[str]:
-    """The rewrite prompt of each (response, critique) pair: the first of the critique's texts."""
-    template = load_template(opts.template, "refine.txt")
-    return [template.format(prompt=r.prompt, response=r.text, critique=c.text.split("\n---\n")[0])
-            for r, c in zip(responses, critiques, strict=True)]
-
-
-class CritiqueRefiner(Stage):
+class CritiqueRefiner(Stage[RefineOptions]):
     kind = "refiner"
     name = "critique-refine"
-    Options = RefineOptions
+    accepts = ("response", "critique")
+    produces = ("refinement",)
+
+    def messages(self, responses: Sequence[Response], critiques: Sequence[Critique]) -> list[Messages]:
+        return refine_messages(responses, critiques, self.options)
+
+    def completion(self, output: Refinement) -> str:
+        """What the model writes for ``output``: its text between the markers."""
+        return f"{self.options.start_marker}{output.text}{self.options.end_marker}"
 
     def refine(self, responses: Sequence[Response], critiques: Sequence[Critique]) -> list[Refinement]:
         opts = self.options
-        assert isinstance(opts, RefineOptions)
         if len(responses) != len(critiques):
             raise ValueError(f"{len(responses)} responses but {len(critiques)} critiques")
-        sampled = sample_texts(self.context, self.name, refine_prompts(responses, critiques, opts), opts,
+        sampled = sample_chats(self.context, self.name, self.messages(responses, critiques), opts,
                                seed_offset=2)
         out = []
         for resp, crit, (texts, version) in zip(responses, critiques, sampled, strict=True):

@@ -11,21 +11,18 @@ levels below the root; then its final node is the best node found (ties: the lat
 roots advance together: each step sends ONE sampler call with the rewrites of every root's
 frontier and ONE with all their judgements (DFS: every root's stack advances one node per step).
 Options: ``strategy``, ``branch``, ``select``, ``depth``, ``budget``, ``gate`` (SPaR's defaults
-bfs/3/2/3/1000/0.5), ``refine.*`` (critique-refine's options; adapter role ``refiner``) and
-``judge.*`` (llm-judge's options; ``votes`` 5, adapter role ``policy``); both sample at temperature
-0.7 and top_p 1.0, SPaR's search settings.
+bfs/3/2/3/1000/0.5), ``refine.*`` (the rewrite prompt's options; adapter role ``refiner``) and
+``judge.*`` (the node judge, an ``llm-judge`` built through the plugin manager; ``votes`` 5, adapter
+role ``policy``); both sample at temperature 0.7 and top_p 1.0, SPaR's search settings.
 
-Output of ``refine`` (every node of every tree, each a Refinement made with its parents set):
-  * grouped by root in input order; within a root in creation order (a node's parent node
-    always comes before it). ``depth`` is the parent's plus one (a plain response counts as 0),
-    ``sample_index`` the child's place among its siblings, ``value`` its Yes share.
-  * parents: ``Link(parent node or root, "refines")`` and ``Link(critique of that parent, "input")``.
-  * ``meta["tree"]``: ``root`` (the root response id), ``final`` (True on exactly one node per
-    root: the selected one) and ``critique`` (the node's own judge Critique, id included).
-Read it with :func:`final_nodes` (the selected node per root, in input order), :func:`chain`
-(root-to-node path) and :func:`node_critiques` (the judge Critique of every node, each linked to
-its node with role ``judges``), which the loop writes with ``runner.ingest``. They read only the
-records, so they work on outputs reloaded from the lineage store (a resumed run) as well.
+Output of ``refine``: ONE refinement per (response, critique) pair, in input order: the root's
+final node (``value``: its Yes share). Side outputs (``emit``; the runner writes them under this
+stage's execution and hands them to the loop as ``outputs.side``): every node of every tree
+(grouped by root, in creation order, a node's parent before it) and each node's judge Critique
+(parent: the node, role ``judges``). A node's parents are ``Link(parent node or root, "refines")``
+and ``Link(critique of that parent, "input")``; ``depth`` is the parent's plus one (a plain
+response counts as 0), ``sample_index`` its place among its siblings. The node judge is exposed as
+``critic`` (engine.contracts.Prompted), so a loop can render the chats the nodes were judged with.
 
 What it is not: a sampler pool or a cache; a root is refined whatever its verdict (the loop picks
 the failing ones); the sampled-but-unused rewrites of a parent cut short by the budget are dropped.
@@ -35,16 +32,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from functools import cached_property
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine import hookimpl
-from engine.contracts import Stage
+from engine.contracts import Critic, Messages, Stage
 from engine.records import Critique, Link, Refinement, Response
-from plugins._llm import sample_texts
-from plugins.critic_judge import JudgeOptions, judge_prompts, make_critique, tally
-from plugins.refiner_critique import RefineOptions, extract, refine_prompts
+from engine.toolkit.judging import JudgeOptions, RefineOptions, extract, refine_messages
+from engine.toolkit.prompting import sample_chats
 
 
 class TreeRefineOptions(RefineOptions):
@@ -99,15 +96,29 @@ def _ranked(children: Sequence[Refinement]) -> list[Refinement]:
     return sorted(children, key=lambda n: -(n.value or 0.0))
 
 
-class TreeSearchRefiner(Stage):
+class TreeSearchRefiner(Stage[TreeOptions]):
     kind = "refiner"
     name = "tree-search"
-    Options = TreeOptions
+    accepts = ("response", "critique")
+    produces = ("refinement",)
 
     @property
     def opts(self) -> TreeOptions:
-        assert isinstance(self.options, TreeOptions)
         return self.options
+
+    @cached_property
+    def critic(self) -> Critic:
+        """The node judge: the registered ``llm-judge`` with this search's ``judge`` options."""
+        quiet = replace(self.context, progress=lambda n: None)  # progress counts finished roots
+        return cast(Critic, quiet.make_stage("critic", "llm-judge", self.opts.judge))
+
+    def messages(self, responses: Sequence[Response], critiques: Sequence[Critique]) -> list[Messages]:
+        """The rewrite chats of (node, its critique) pairs."""
+        return refine_messages(responses, critiques, self.opts.refine)
+
+    def completion(self, output: Refinement) -> str:
+        """What the model writes for ``output``: its text between the markers."""
+        return f"{self.opts.refine.start_marker}{output.text}{self.opts.refine.end_marker}"
 
     def refine(self, responses: Sequence[Response], critiques: Sequence[Critique]) -> list[Refinement]:
         if len(responses) != len(critiques):
@@ -125,12 +136,11 @@ class TreeSearchRefiner(Stage):
                 self._dfs_step(active, step)
             self.context.progress(sum(t.done for t in active))  # progress counts finished roots
             step += 1
-        out: list[Refinement] = []
+        finals: list[Refinement] = []
         for tree in trees:
-            final = tree.final or max(reversed(tree.nodes), key=lambda n: n.value or 0.0)
-            final.meta["tree"]["final"] = True
-            out.extend(tree.nodes)
-        return out
+            finals.append(tree.final or max(reversed(tree.nodes), key=lambda n: n.value or 0.0))
+            self.emit([*tree.nodes, *(tree.crits[n.id] for n in tree.nodes)])
+        return finals
 
     # -- the two strategies: each step is one batched expansion across all active roots --------
     def _bfs_step(self, trees: list[_Tree], step: int) -> None:
@@ -179,56 +189,26 @@ class TreeSearchRefiner(Stage):
         if not plan:
             return [made[id(t)] for t in trees]
         ctx = replace(self.context, progress=lambda n: None)  # not per request: per finished root
-        rewrites = sample_texts(ctx, self.name, refine_prompts(
-            [p for _, p, _ in plan], [tree.crits[p.id] for tree, p, _ in plan], opts.refine), opts.refine,
+        rewrites = sample_chats(ctx, self.name, self.messages(
+            [p for _, p, _ in plan], [tree.crits[p.id] for tree, p, _ in plan]), opts.refine,
             n=opts.branch, seed_offset=2 + 100 * step)
-        kids = [(tree, parent, i, extract(text, opts.refine.start_marker, opts.refine.end_marker), version)
-                for (tree, parent, count), (texts, version) in zip(plan, rewrites, strict=True)
-                for i, text in enumerate(texts[:count])]
-        verdicts = sample_texts(ctx, self.name, judge_prompts(
-            [(parent.prompt, text) for _, parent, _, text, _ in kids], opts.judge), opts.judge,
-            n=opts.judge.votes, seed_offset=1 + 100 * step)
-        for (tree, parent, i, text, version), (votes, judge_version) in zip(kids, verdicts, strict=True):
-            node = Refinement(
-                text=text, prompt=parent.prompt, sample_index=i, depth=parent.depth + 1
-                if isinstance(parent, Refinement) else 1, model_version=version,
-                value=tally(votes, opts.judge)["vote_share"],
-                parents=[Link(id=parent.id, role="refines"), Link(id=tree.crits[parent.id].id, role="input")])
-            crit = make_critique(node.id, votes, judge_version, opts.judge)
-            node.meta["tree"] = {"root": tree.root.id, "final": False,
-                                 "critique": crit.model_dump(mode="json", exclude={"kind", "parents"})}
+        kids = []
+        for (tree, parent, count), (texts, version) in zip(plan, rewrites, strict=True):
+            for i, text in enumerate(texts[:count]):
+                node = Refinement(
+                    text=extract(text, opts.refine.start_marker, opts.refine.end_marker),
+                    prompt=parent.prompt, sample_index=i, model_version=version,
+                    depth=parent.depth + 1 if isinstance(parent, Refinement) else 1,
+                    parents=[Link(id=parent.id, role="refines"),
+                             Link(id=tree.crits[parent.id].id, role="input")])
+                kids.append((tree, node))
+        verdicts = self.critic.critique([node for _, node in kids])
+        for (tree, node), crit in zip(kids, verdicts, strict=True):
+            node.value = crit.vote_share
             tree.crits[node.id] = crit
             tree.nodes.append(node)
             made[id(tree)].append(node)
         return [made[id(t)] for t in trees]
-
-
-# -- reading the output ----------------------------------------------------------------------------
-def _tree_meta(node: Refinement) -> dict[str, Any]:
-    meta = node.meta.get("tree")
-    if not isinstance(meta, dict):
-        raise ValueError(f"refinement {node.id} was not made by the tree-search refiner")
-    return meta
-
-
-def final_nodes(nodes: Sequence[Refinement]) -> list[Refinement]:
-    """The selected node of each root, in the order of the roots (the refiner's input order)."""
-    return [n for n in nodes if _tree_meta(n)["final"]]
-
-
-def chain(nodes: Sequence[Refinement], node: Refinement) -> list[Refinement]:
-    """The nodes from the root's first child down to ``node`` (the root itself is not a node)."""
-    by_id = {n.id: n for n in nodes}
-    path = [node]
-    while (up := path[-1].parent_ids("refines")) and up[0] in by_id:
-        path.append(by_id[up[0]])
-    return path[::-1]
-
-
-def node_critiques(nodes: Sequence[Refinement]) -> list[Critique]:
-    """The judge critique of every node (parent: the node, role ``judges``), in node order."""
-    return [Critique.model_validate({**_tree_meta(n)["critique"], "parents": [Link(id=n.id, role="judges")]})
-            for n in nodes]
 
 
 @hookimpl

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Resources, Stage
+from engine.contracts import Resources, Stage, StageContext
 from engine.sampling.errors import BackendMissingError, SamplerRequestError
 from engine.sampling.protocol import Completion, SampleRequest, SampleResult
 from engine.sampling.resolver import DEFAULT_MODEL, model_version
@@ -41,27 +41,26 @@ class OpenAIOptions(BaseModel):
     version: str | None = Field(None, description="base model version id; default openai:<model>")
 
 
-class OpenAISampler(Stage):
+class OpenAISampler(Stage[OpenAIOptions]):
     """Sends each request to an OpenAI-compatible server; results in input order."""
 
     kind = "sampler"
     name = "openai"
-    Options = OpenAIOptions
     resources: ClassVar[Resources] = Resources(num_cpus=0.5)
 
-    def __init__(self, options: BaseModel | None = None, context: Any = None) -> None:
+    def __init__(self, options: OpenAIOptions | None = None, context: StageContext | None = None) -> None:
         super().__init__(options, context)
         self._client: Any = None
         self.calls = 0
 
     @property
     def opts(self) -> OpenAIOptions:
-        assert isinstance(self.options, OpenAIOptions)
+        """The options (an older name of ``options``)."""
         return self.options
 
     @property
     def model_name(self) -> str:
-        return self.opts.model or getattr(self.context, "model_name", "") or DEFAULT_MODEL
+        return self.options.model or self.context.model_name or DEFAULT_MODEL
 
     def client(self) -> Any:
         if self._client is None:
@@ -69,11 +68,11 @@ class OpenAISampler(Stage):
                 import httpx
             except ImportError as exc:
                 raise BackendMissingError("openai", "httpx", "openai") from exc
-            key = os.environ.get(self.opts.api_key_env, "")
+            key = os.environ.get(self.options.api_key_env, "")
             headers = {"Authorization": f"Bearer {key}"} if key else {}
-            n = self.opts.max_concurrency
-            self._client = httpx.Client(base_url=self.opts.base_url.rstrip("/"), headers=headers,
-                                        timeout=self.opts.timeout_s,
+            n = self.options.max_concurrency
+            self._client = httpx.Client(base_url=self.options.base_url.rstrip("/"), headers=headers,
+                                        timeout=self.options.timeout_s,
                                         limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
         return self._client
 
@@ -83,16 +82,17 @@ class OpenAISampler(Stage):
             self._client = None
 
     def model_version_for(self, adapter: str | None) -> str:
-        return model_version(self.opts.version or f"openai:{self.model_name}", adapter)
+        return model_version(self.options.version or f"openai:{self.model_name}", adapter)
 
     def sample(self, requests: Sequence[SampleRequest]) -> list[SampleResult]:
         self.client()
-        with ThreadPoolExecutor(max_workers=self.opts.max_concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.options.max_concurrency) as pool:
             return list(pool.map(self._one, requests))
 
     def _body(self, req: SampleRequest) -> tuple[str, dict[str, Any]]:
         p = req.params
-        model = self.model_name if req.adapter is None else self.opts.adapters.get(req.adapter, req.adapter)
+        adapters = self.options.adapters
+        model = self.model_name if req.adapter is None else adapters.get(req.adapter, req.adapter)
         body: dict[str, Any] = {"model": model, "n": p.n, "temperature": p.temperature, "top_p": p.top_p,
                                 "max_tokens": p.max_tokens}
         if p.stop:
@@ -114,22 +114,22 @@ class OpenAISampler(Stage):
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx
 
-        delay = self.opts.backoff_s
-        for attempt in range(self.opts.retries + 1):
+        delay = self.options.backoff_s
+        for attempt in range(self.options.retries + 1):
             self.calls += 1
-            last = attempt == self.opts.retries
+            last = attempt == self.options.retries
             try:
                 resp = self._client.post(path, json=body)
             except httpx.TransportError as exc:
                 if last:
-                    msg = f"{self.opts.base_url}{path}: {type(exc).__name__}: {exc}"
+                    msg = f"{self.options.base_url}{path}: {type(exc).__name__}: {exc}"
                     raise SamplerRequestError(msg) from exc
             else:
                 if resp.status_code < 300:
                     out: dict[str, Any] = resp.json()
                     return out
                 if resp.status_code not in RETRY_STATUS or last:
-                    raise SamplerRequestError(f"{self.opts.base_url}{path}: HTTP {resp.status_code}: "
+                    raise SamplerRequestError(f"{self.options.base_url}{path}: HTTP {resp.status_code}: "
                                               f"{resp.text[:300]}")
                 after = resp.headers.get("retry-after", "")
                 if after.replace(".", "", 1).isdigit():

@@ -30,15 +30,14 @@ class ScriptedOptions(BaseModel):
                              "so the same request always gets the same text, across processes")
 
 
-class ScriptedSampler(Stage):
+class ScriptedSampler(Stage[ScriptedOptions]):
     """Hands out canned texts in turn; ``script`` (a callable) overrides them in tests."""
 
     kind = "sampler"
     name = "scripted"
-    Options = ScriptedOptions
     resources: ClassVar[Resources] = Resources(num_cpus=0.1)
 
-    def __init__(self, options: BaseModel | None = None, context: object = None,
+    def __init__(self, options: ScriptedOptions | None = None, context: object = None,
                  script: Callable[[SampleRequest, int], str] | None = None) -> None:
         super().__init__(options)
         self.script = script
@@ -48,9 +47,7 @@ class ScriptedSampler(Stage):
 
     @property
     def model_version(self) -> str:
-        opts = self.options
-        assert isinstance(opts, ScriptedOptions)
-        return "scripted-" + hashlib.sha256("\x00".join(opts.responses).encode()).hexdigest()[:12]
+        return "scripted-" + hashlib.sha256("\x00".join(self.options.responses).encode()).hexdigest()[:12]
 
     def model_version_for(self, adapter: str | None) -> str:
         """The scripted texts ignore weights, but a loop with a trainer hands this sampler its new
@@ -61,7 +58,6 @@ class ScriptedSampler(Stage):
 
     def _text(self, request: SampleRequest, i: int) -> str:
         opts = self.options
-        assert isinstance(opts, ScriptedOptions)
         if self.script is not None:
             return self.script(request, i)
         if opts.echo:
@@ -76,8 +72,8 @@ class ScriptedSampler(Stage):
     def sample(self, requests: Sequence[SampleRequest]) -> list[SampleResult]:
         self.calls += 1
         self.requests_seen += len(requests)
-        if self.options.delay_s:  # type: ignore[attr-defined]
-            time.sleep(self.options.delay_s)  # type: ignore[attr-defined]
+        if self.options.delay_s:
+            time.sleep(self.options.delay_s)
         out = []
         for req in requests:
             comps = []

@@ -20,16 +20,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Resources, Stage
+from engine.contracts import Resources, Stage, StageContext
 from engine.sampling.errors import BackendMissingError, PromptTooLongError
 from engine.sampling.protocol import Completion, SampleRequest, SampleResult, SamplingParams
-from engine.sampling.resolver import (
-    DEFAULT_MODEL,
-    adapter_hash,
-    base_version,
-    model_version,
-    resolve_model_path,
-)
+from engine.sampling.resolver import DEFAULT_MODEL, adapter_hash, base_version, model_version
 from engine.sampling.resolver import resolve_model as resolve_model  # the built-in policy hook
 
 NUCLEUS_K = 512  # top-p candidates taken with topk before falling back to a full sort
@@ -70,17 +64,17 @@ def _torch() -> Any:
     return torch
 
 
-class TransformersSampler(Stage):
-    """Batched generation with transformers; loads the model on first use (or ``load()``)."""
+class TransformersSampler(Stage[TransformersOptions]):
+    """Batched generation with transformers; loads the model on first use (or ``load()``). The
+    model is resolved through the run's ``resolve_model`` hooks (``context.resolve_model``)."""
 
     kind = "sampler"
     name = "transformers"
-    Options = TransformersOptions
     resources: ClassVar[Resources] = Resources(num_cpus=2.0)
 
-    def __init__(self, options: BaseModel | None = None, context: Any = None, pm: Any = None) -> None:
+    def __init__(self, options: TransformersOptions | None = None, context: StageContext | None = None,
+                 ) -> None:
         super().__init__(options, context)
-        self.pm = pm
         self.model: Any = None
         self.tokenizer: Any = None
         self._peft: Any = None
@@ -88,12 +82,12 @@ class TransformersSampler(Stage):
 
     @property
     def opts(self) -> TransformersOptions:
-        assert isinstance(self.options, TransformersOptions)
+        """The options (an older name of ``options``)."""
         return self.options
 
     @property
     def model_name(self) -> str:
-        return self.opts.model or getattr(self.context, "model_name", "") or DEFAULT_MODEL
+        return self.options.model or self.context.model_name or DEFAULT_MODEL
 
     # -- loading --------------------------------------------------------------------------------
     def load(self) -> TransformersSampler:
@@ -106,10 +100,10 @@ class TransformersSampler(Stage):
             raise BackendMissingError("transformers", "transformers", "transformers") from exc
         from pathlib import Path
 
-        path = resolve_model_path(self.model_name, Path(self.opts.cache_dir) if self.opts.cache_dir else None,
-                                  self.pm)
-        if self.opts.num_threads:
-            torch.set_num_threads(self.opts.num_threads)
+        path = self.context.resolve_model(self.model_name,
+                                          Path(self.options.cache_dir) if self.options.cache_dir else None)
+        if self.options.num_threads:
+            torch.set_num_threads(self.options.num_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self._dtype(torch))
         self.model.eval()
@@ -122,12 +116,12 @@ class TransformersSampler(Stage):
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else min(self.eos_ids)
         ctx = getattr(self.model.config, "max_position_embeddings", 2048)
-        self.max_context = self.opts.max_context or int(ctx)
+        self.max_context = self.options.max_context or int(ctx)
         return self
 
     def _dtype(self, torch: Any) -> Any:
-        if self.opts.dtype != "auto":
-            return getattr(torch, self.opts.dtype)
+        if self.options.dtype != "auto":
+            return getattr(torch, self.options.dtype)
         cpu = torch.cpu
         if torch.cuda.is_available() or cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported():
             return torch.bfloat16
@@ -171,7 +165,7 @@ class TransformersSampler(Stage):
             ids = self._prompt_ids(req)
             room = self.max_context - req.params.max_tokens
             cut = max(0, len(ids) - room)
-            if cut and (self.opts.truncation == "error" or room < 1):
+            if cut and (self.options.truncation == "error" or room < 1):
                 raise PromptTooLongError(i, len(ids), req.params.max_tokens, self.max_context)
             ids = ids[cut:]
             prompt_len.append(len(ids))
@@ -183,8 +177,8 @@ class TransformersSampler(Stage):
             module, ctx = self._model_for(adapter)
             group.sort(key=lambda r: -len(r.ids))
             with ctx:
-                for k in range(0, len(group), self.opts.batch_size):
-                    self._decode(module, group[k:k + self.opts.batch_size])
+                for k in range(0, len(group), self.options.batch_size):
+                    self._decode(module, group[k:k + self.options.batch_size])
         results = [SampleResult(completions=[], prompt_tokens=prompt_len[i], truncated_tokens=dropped[i],
                                 model_version=self.model_version_for(r.adapter))
                    for i, r in enumerate(requests)]

@@ -20,17 +20,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Resources, Stage
+from engine.contracts import Resources, Stage, StageContext
 from engine.sampling.errors import BackendMissingError, PromptTooLongError
 from engine.sampling.protocol import Completion, SampleRequest, SampleResult
-from engine.sampling.resolver import (
-    DEFAULT_MODEL,
-    adapter_hash,
-    base_version,
-    cache_root,
-    model_version,
-    resolve_model_path,
-)
+from engine.sampling.resolver import DEFAULT_MODEL, adapter_hash, base_version, cache_root, model_version
 
 
 class VLLMOptions(BaseModel):
@@ -63,35 +56,34 @@ def cpu_env_defaults(threads_bind: str | None = None) -> dict[str, str]:
             "VLLM_CACHE_ROOT": str(cache_root() / "vllm")}
 
 
-class VLLMSampler(Stage):
-    """vLLM on a GPU; the engine starts on first use (or ``load()``)."""
+class VLLMSampler(Stage[VLLMOptions]):
+    """vLLM on a GPU; the engine starts on first use (or ``load()``). The model is resolved through
+    the run's ``resolve_model`` hooks (``context.resolve_model``)."""
 
     kind = "sampler"
     name = "vllm"
     extra: ClassVar[str] = "vllm"
-    Options: ClassVar[type[BaseModel]] = VLLMOptions
     resources: ClassVar[Resources] = Resources(num_cpus=1.0, num_gpus=1.0)
 
-    def __init__(self, options: BaseModel | None = None, context: Any = None, pm: Any = None) -> None:
+    def __init__(self, options: VLLMOptions | None = None, context: StageContext | None = None) -> None:
         super().__init__(options, context)
-        self.pm = pm
         self.llm: Any = None
         self._path: Path | None = None
         self._lora_ids: dict[str, int] = {}
 
     @property
     def opts(self) -> VLLMOptions:
-        assert isinstance(self.options, VLLMOptions)
+        """The options (an older name of ``options``)."""
         return self.options
 
     @property
     def model_name(self) -> str:
-        return self.opts.model or getattr(self.context, "model_name", "") or DEFAULT_MODEL
+        return self.options.model or self.context.model_name or DEFAULT_MODEL
 
     def model_path(self) -> Path:
         if self._path is None:
-            cache = Path(self.opts.cache_dir) if self.opts.cache_dir else None
-            self._path = resolve_model_path(self.model_name, cache, self.pm)
+            cache = Path(self.options.cache_dir) if self.options.cache_dir else None
+            self._path = self.context.resolve_model(self.model_name, cache)
         return self._path
 
     def model_version_for(self, adapter: str | None) -> str:
@@ -112,7 +104,7 @@ class VLLMSampler(Stage):
         if self.llm is not None:
             return self
         vllm = self._vllm()
-        o = self.opts
+        o = self.options
         kwargs: dict[str, Any] = {"dtype": o.dtype, "seed": o.seed, "enforce_eager": o.enforce_eager,
                                   "gpu_memory_utilization": o.gpu_memory_utilization}
         if o.max_model_len:
@@ -144,7 +136,7 @@ class VLLMSampler(Stage):
     def _lora(self, adapter: str | None) -> Any:
         if adapter is None:
             return None
-        if not self.opts.max_loras:
+        if not self.options.max_loras:
             raise ValueError(f"request has adapter {adapter!r} but the {self.name!r} sampler was started "
                              f"with max_loras=0; set max_loras >= 1")
         from vllm.lora.request import LoRARequest
@@ -164,7 +156,7 @@ class VLLMSampler(Stage):
             p = req.params
             room = self.max_context - p.max_tokens
             cut = max(0, len(ids) - room)
-            if cut and (self.opts.truncation == "error" or room < 1):
+            if cut and (self.options.truncation == "error" or room < 1):
                 raise PromptTooLongError(i, len(ids), p.max_tokens, self.max_context)
             prompts.append(TokensPrompt(prompt_token_ids=ids[cut:]))
             cuts.append(cut)

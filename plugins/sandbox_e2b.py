@@ -27,12 +27,11 @@ class E2BOptions(BaseModel):
     concurrency: int = Field(8, ge=1, description="harness servers run in parallel inside the sandbox")
 
 
-class E2BSandbox(Stage):
+class E2BSandbox(Stage[E2BOptions]):
     """Runs each batch in a fresh E2B sandbox; the API key comes from the environment."""
 
     kind = "sandbox"
     name = "e2b"
-    Options = E2BOptions
     resources: ClassVar[Resources] = Resources(num_cpus=0.1)
 
     def execute(self, jobs: Sequence[Job]) -> list[Result]:
@@ -40,7 +39,6 @@ class E2BSandbox(Stage):
         from sandbox.e2b import E2BPool
 
         opts = self.options
-        assert isinstance(opts, E2BOptions)
         pool = E2BPool(opts.api_key_env, opts.template, opts.sandbox_timeout_s, opts.request_timeout_s,
                        opts.concurrency)
         return pool.execute(list(jobs))

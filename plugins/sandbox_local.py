@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Resources, Stage
+from engine.contracts import OptionsT, Resources, Stage, StageContext
 from sandbox.protocol import Job, Result
 
 
@@ -33,11 +33,11 @@ class RlimitOptions(BaseModel):
     concurrency: int | None = Field(None, ge=1, description="warm workers; default: the cores")
 
 
-class _PooledSandbox(Stage):
+class _PooledSandbox(Stage[OptionsT]):
     kind = "sandbox"
     resources: ClassVar[Resources] = Resources(num_cpus=1.0)
 
-    def __init__(self, options: BaseModel | None = None, context: Any = None) -> None:
+    def __init__(self, options: OptionsT | None = None, context: StageContext | None = None) -> None:
         super().__init__(options, context)
         self._pool: Any = None
 
@@ -55,34 +55,31 @@ class _PooledSandbox(Stage):
             self._pool.close()
             self._pool = None
 
-    def __enter__(self) -> _PooledSandbox:
+    def __enter__(self) -> _PooledSandbox[OptionsT]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-class BubblewrapSandbox(_PooledSandbox):
+class BubblewrapSandbox(_PooledSandbox[BubblewrapOptions]):
     """Untrusted code in bubblewrap: no network, read-only system, tmpfs work dir, rlimits."""
 
     name = "bubblewrap"
-    Options = BubblewrapOptions
 
     def _make_pool(self) -> Any:
         from sandbox.bubblewrap import BubblewrapPool
 
         opts = self.options
-        assert isinstance(opts, BubblewrapOptions)
         return BubblewrapPool(opts.concurrency, opts.disk_mb, opts.extra_ro_binds)
 
 
-class RlimitSandbox(_PooledSandbox):
+class RlimitSandbox(_PooledSandbox[RlimitOptions]):
     """rlimits and a wall clock only, no namespaces: much weaker, and it says so loudly."""
 
     name = "rlimit"
-    Options = RlimitOptions
 
-    def __init__(self, options: BaseModel | None = None, context: Any = None) -> None:
+    def __init__(self, options: RlimitOptions | None = None, context: StageContext | None = None) -> None:
         super().__init__(options, context)
         import warnings
 
@@ -93,9 +90,7 @@ class RlimitSandbox(_PooledSandbox):
     def _make_pool(self) -> Any:
         from sandbox.rlimit import RlimitPool
 
-        opts = self.options
-        assert isinstance(opts, RlimitOptions)
-        return RlimitPool(opts.concurrency, quiet=True)
+        return RlimitPool(self.options.concurrency, quiet=True)
 
 
 @hookimpl

@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
-from engine.contracts import Stage
+from engine.contracts import ANY, Stage
 from engine.records import Link, Record, Seed
 
 SKIP_PARTS = frozenset({"test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip",
@@ -160,16 +160,16 @@ def mined_pool(min_lines: int = 3, max_lines: int = 40, jaccard: float = 0.5,
     return tuple(near_dedup(found, jaccard))
 
 
-class StdlibSeeds(Stage):
-    """Draws ``count`` seed functions from the mined stdlib pool (inputs are requests)."""
+class StdlibSeeds(Stage[StdlibSeedsOptions]):
+    """Draws ``count`` seed functions from the mined stdlib pool (inputs are requests of any kind)."""
 
     kind = "generator"
     name = "stdlib-seeds"
-    Options = StdlibSeedsOptions
+    accepts = (ANY,)
+    produces = ("seed",)
 
     def generate(self, inputs: Sequence[Record]) -> list[Record]:
         opts = self.options
-        assert isinstance(opts, StdlibSeedsOptions)
         if not inputs:
             return []
         pool = mined_pool(opts.min_lines, opts.max_lines, opts.jaccard)

@@ -11,7 +11,6 @@ What it is not: online DPO or a pair builder (loops build the pairs); it accepts
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -19,19 +18,8 @@ from pydantic import Field
 
 from engine import hookimpl
 from engine.records import PreferencePair, Record
-from engine.training.protocol import ModelVersion
-from plugins._lora import (
-    LoraTrainer,
-    TrainOptions,
-    assistant_turn,
-    load_policy,
-    quiet,
-    run_quietly,
-    save_version,
-    seed_everything,
-    trainer_args,
-    user_turn,
-)
+from engine.training.lora import LoraTrainer, TrainOptions, assistant_turn, trainer_args, user_turn
+from engine.training.protocol import Steps
 
 
 class DPOOptions(TrainOptions):
@@ -48,40 +36,32 @@ def to_row(rec: Record) -> dict[str, list[dict[str, str]]]:
             "rejected": assistant_turn(rec.rejected)}
 
 
-class DPOTrainerStage(LoraTrainer):
+class DPOTrainerStage(LoraTrainer[DPOOptions]):
     """Preference optimisation (DPO + SFT term) through TRL's DPOTrainer."""
 
     name = "dpo"
-    Options = DPOOptions
+    accepts = ("preference_pair",)
 
-    def __init__(self, options: Any = None, context: Any = None, pm: Any = None) -> None:
-        super().__init__(options, context)
-        self.pm = pm
+    def rows(self, examples: Sequence[Record]) -> list[Any]:
+        return [to_row(r) for r in examples]
 
-    def train(self, examples: Sequence[Record], base: ModelVersion, out_dir: str) -> ModelVersion:
-        rows = [to_row(r) for r in examples]
-        if not rows:
-            raise ValueError("dpo got no preference pairs")
+    def fit(self, model: Any, tokenizer: Any, rows: list[Any], tmpdir: str) -> Steps:
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
-        opts: DPOOptions = self.opts
+        opts = self.options
         losses, weights = ["sigmoid"], None
         if opts.sft_weight:
             losses, weights = ["sigmoid", "sft"], [1.0, opts.sft_weight]
-        with quiet(opts.verbose), tempfile.TemporaryDirectory(prefix="dpo-") as tmp:
-            seed_everything(self.seed)
-            model, tokenizer = load_policy(base, opts, self.pm)
-            args = DPOConfig(**trainer_args(opts, self.seed, tmp), beta=opts.beta, loss_type=losses,
-                             loss_weights=weights)
-            trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                 processing_class=tokenizer)
-            peft = trainer.accelerator.unwrap_model(trainer.model)
-            if opts.reference == "base" and "ref" in peft.peft_config:
-                peft.delete_adapter("ref")  # TRL then scores the reference with adapters disabled
-                peft.set_adapter("default")
-            self.last_metrics = run_quietly(trainer, opts.verbose)
-            return save_version(peft, base, out_dir)
+        args = DPOConfig(**trainer_args(opts, self.seed, tmpdir), beta=opts.beta, loss_type=losses,
+                         loss_weights=weights)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer)
+        peft = trainer.accelerator.unwrap_model(trainer.model)
+        if opts.reference == "base" and "ref" in peft.peft_config:
+            peft.delete_adapter("ref")  # TRL then scores the reference with adapters disabled
+            peft.set_adapter("default")
+        return self.run_trl(trainer)
 
 
 @hookimpl

@@ -13,6 +13,8 @@ tokens (k3 = e^d - d - 1 with d = log ref - log pi, as in GRPO; or k1 = -d). The
 base model with the adapters disabled (peft's ``disable_adapter()``), so there is no second model
 copy. This is enough for SCoRe: Stage I puts reward only on attempt 2 (per-turn rewards ``[0, r2]``)
 and a strong KL on attempt 1 (``turn_kl=[10, 1]``); Stage II uses ``r1 + r2 + alpha*(r2 - r1)``.
+Each optimizer step reports ``loss``, ``pg``, ``kl``, ``reward`` (the mean turn reward of its
+trajectories) and ``grad_norm`` (before clipping).
 What it is not: PPO (no clipping, no value model) or a sampler; it re-tokenizes the turns' text,
 which may differ from the sampled token ids at a few boundaries.
 """
@@ -28,8 +30,8 @@ from pydantic import Field
 
 from engine import hookimpl
 from engine.records import Record, Trajectory
-from engine.training.protocol import ModelVersion
-from plugins._lora import LoraTrainer, TrainOptions, load_policy, quiet, save_version, seed_everything
+from engine.training.lora import LoraTrainer, TrainOptions
+from engine.training.protocol import Steps
 
 
 class ReinforceOptions(TrainOptions):
@@ -116,62 +118,65 @@ def token_logps(torch: Any, model: Any, t: dict) -> Any:
     return torch.log_softmax(logits, -1).gather(-1, t["ids"][:, 1:, None])[..., 0]
 
 
-class ReinforceTrainerStage(LoraTrainer):
+class ReinforceTrainerStage(LoraTrainer[ReinforceOptions]):
     """REINFORCE with a per-turn-position mean baseline and a KL term to the base model."""
 
     name = "reinforce"
-    Options = ReinforceOptions
+    accepts = ("trajectory",)
 
-    def __init__(self, options: Any = None, context: Any = None, pm: Any = None) -> None:
-        super().__init__(options, context)
-        self.pm = pm
+    def rows(self, examples: Sequence[Record]) -> list[Any]:
+        for rec in examples:  # refused before the model loads; encoded once the tokenizer is there
+            if not isinstance(rec, Trajectory):
+                raise TypeError(f"reinforce trains on trajectory records, not {rec.kind!r}")
+        return list(examples)
 
-    def train(self, examples: Sequence[Record], base: ModelVersion, out_dir: str) -> ModelVersion:
+    def fit(self, model: Any, tokenizer: Any, rows: list[Any], tmpdir: str) -> Steps:
         import torch
 
-        opts: ReinforceOptions = self.opts
-        if not examples:
-            raise ValueError("reinforce got no trajectories")
-        with quiet(opts.verbose):
-            seed_everything(self.seed)
-            model, tokenizer = load_policy(base, opts, self.pm)
-            enc = [encode(tokenizer, r, opts.reward_field, opts.max_length) for r in examples]
-            adv = advantages(enc, opts.baseline)
-            device = next(model.parameters()).device.type
-            params = [p for p in model.parameters() if p.requires_grad]
-            optim = torch.optim.AdamW(params, lr=opts.learning_rate, weight_decay=0.0)
-            gen = torch.Generator().manual_seed(self.seed)
-            per_epoch = math.ceil(len(enc) / opts.batch_size)
-            steps = opts.max_steps or max(1, math.ceil(opts.epochs * per_epoch / opts.grad_accum))
-            order: list[int] = []
-            stats = {"loss": 0.0, "pg": 0.0, "kl": 0.0}
-            model.train()
-            for _ in range(steps):
-                optim.zero_grad(set_to_none=True)
-                for _ in range(opts.grad_accum):
-                    if len(order) < opts.batch_size:
-                        order += torch.randperm(len(enc), generator=gen).tolist()
-                    pick, order = order[:opts.batch_size], order[opts.batch_size:]
-                    t = batch_tensors(torch, [(enc[i], adv[i]) for i in pick], tokenizer.pad_token_id, device)
-                    logp = token_logps(torch, model, t)
-                    with torch.no_grad(), model.disable_adapter():
-                        ref = token_logps(torch, model, t)
-                    d = ref - logp
-                    kl = torch.exp(d) - d - 1 if opts.kl_estimator == "k3" else -d
-                    pg = -t["adv"] * logp
-                    n_tok = t["mask"].sum().clamp(min=1.0)
-                    pg_loss = (pg * t["mask"]).sum() / n_tok
-                    kl_loss = (kl * t["kl"] * t["mask"]).sum() / n_tok
-                    loss = (pg_loss + opts.kl_beta * kl_loss) / opts.grad_accum
-                    loss.backward()
-                    stats = {"loss": pg_loss.item() + opts.kl_beta * kl_loss.item(), "pg": pg_loss.item(),
-                             "kl": kl_loss.item()}
-                torch.nn.utils.clip_grad_norm_(params, opts.max_grad_norm)
-                optim.step()
-            model.eval()
-            rewards = [r for e in enc for r in e.rewards]
-            self.last_metrics = dict(stats, steps=steps, reward_mean=sum(rewards) / len(rewards))
-            return save_version(model, base, out_dir)
+        opts = self.options
+        enc = [encode(tokenizer, r, opts.reward_field, opts.max_length) for r in rows]
+        adv = advantages(enc, opts.baseline)
+        device = next(model.parameters()).device.type
+        params = [p for p in model.parameters() if p.requires_grad]
+        optim = torch.optim.AdamW(params, lr=opts.learning_rate, weight_decay=0.0)
+        gen = torch.Generator().manual_seed(self.seed)
+        per_epoch = math.ceil(len(enc) / opts.batch_size)
+        n_steps = opts.max_steps or max(1, math.ceil(opts.epochs * per_epoch / opts.grad_accum))
+        order: list[int] = []
+        stats = {"loss": 0.0, "pg": 0.0, "kl": 0.0}
+        steps: Steps = []
+        model.train()
+        for step in range(1, n_steps + 1):
+            optim.zero_grad(set_to_none=True)
+            acc = dict.fromkeys(("loss", "pg", "kl", "reward"), 0.0)  # this step's means
+            for _ in range(opts.grad_accum):
+                if len(order) < opts.batch_size:
+                    order += torch.randperm(len(enc), generator=gen).tolist()
+                pick, order = order[:opts.batch_size], order[opts.batch_size:]
+                t = batch_tensors(torch, [(enc[i], adv[i]) for i in pick], tokenizer.pad_token_id, device)
+                logp = token_logps(torch, model, t)
+                with torch.no_grad(), model.disable_adapter():
+                    ref = token_logps(torch, model, t)
+                d = ref - logp
+                kl = torch.exp(d) - d - 1 if opts.kl_estimator == "k3" else -d
+                pg = -t["adv"] * logp
+                n_tok = t["mask"].sum().clamp(min=1.0)
+                pg_loss = (pg * t["mask"]).sum() / n_tok
+                kl_loss = (kl * t["kl"] * t["mask"]).sum() / n_tok
+                loss = (pg_loss + opts.kl_beta * kl_loss) / opts.grad_accum
+                loss.backward()
+                stats = {"loss": pg_loss.item() + opts.kl_beta * kl_loss.item(), "pg": pg_loss.item(),
+                         "kl": kl_loss.item()}
+                picked = [r for i in pick for r in enc[i].rewards]
+                for k, v in dict(stats, reward=sum(picked) / len(picked)).items():
+                    acc[k] += v / opts.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, opts.max_grad_norm)
+            optim.step()
+            steps.append(dict(acc, grad_norm=float(grad_norm), step=float(step)))
+        model.eval()
+        rewards = [r for e in enc for r in e.rewards]
+        self.last_metrics = dict(stats, steps=n_steps, reward_mean=sum(rewards) / len(rewards))
+        return steps
 
 
 @hookimpl

@@ -12,7 +12,6 @@ last of a multi-turn example is context, not target.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,19 +19,8 @@ from pydantic import Field
 
 from engine import hookimpl
 from engine.records import PreferencePair, Record, Response, TrainingExample
-from engine.training.protocol import ModelVersion
-from plugins._lora import (
-    LoraTrainer,
-    TrainOptions,
-    assistant_turn,
-    load_policy,
-    quiet,
-    run_quietly,
-    save_version,
-    seed_everything,
-    trainer_args,
-    user_turn,
-)
+from engine.training.lora import LoraTrainer, TrainOptions, assistant_turn, trainer_args, user_turn
+from engine.training.protocol import Steps
 
 
 class SFTOptions(TrainOptions):
@@ -58,33 +46,25 @@ def to_row(rec: Record) -> dict[str, list[dict[str, str]]]:
                     f"not {rec.kind!r}")
 
 
-class SFTTrainerStage(LoraTrainer):
+class SFTTrainerStage(LoraTrainer[SFTOptions]):
     """Supervised LoRA fine-tuning through TRL's SFTTrainer."""
 
     name = "sft"
-    Options = SFTOptions
+    accepts = ("training_example", "response", "preference_pair")
 
-    def __init__(self, options: Any = None, context: Any = None, pm: Any = None) -> None:
-        super().__init__(options, context)
-        self.pm = pm
+    def rows(self, examples: Sequence[Record]) -> list[Any]:
+        return [to_row(r) for r in examples]
 
-    def train(self, examples: Sequence[Record], base: ModelVersion, out_dir: str) -> ModelVersion:
-        rows = [to_row(r) for r in examples]
-        if not rows:
-            raise ValueError("sft got no examples")
+    def fit(self, model: Any, tokenizer: Any, rows: list[Any], tmpdir: str) -> Steps:
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
-        opts: SFTOptions = self.opts
-        with quiet(opts.verbose), tempfile.TemporaryDirectory(prefix="sft-") as tmp:
-            seed_everything(self.seed)
-            model, tokenizer = load_policy(base, opts, self.pm)
-            args = SFTConfig(**trainer_args(opts, self.seed, tmp),
-                             completion_only_loss=opts.completion_only_loss, packing=False)
-            trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                 processing_class=tokenizer)
-            self.last_metrics = run_quietly(trainer, opts.verbose)
-            return save_version(trainer.model, base, out_dir)
+        opts = self.options
+        args = SFTConfig(**trainer_args(opts, self.seed, tmpdir),
+                         completion_only_loss=opts.completion_only_loss, packing=False)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer)
+        return self.run_trl(trainer)
 
 
 @hookimpl

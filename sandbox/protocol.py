@@ -13,13 +13,15 @@ from __future__ import annotations
 import ast
 import signal
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.records import Execution, Link
+from engine.records import Execution, ExecutionStatus, Link
 
-Status = Literal["passed", "failed", "error", "timeout", "memory", "killed"]
+Status = ExecutionStatus
+"""How a job ended: ``engine.records.ExecutionStatus``, the one definition (the sandbox uses the
+engine's type; the engine never imports the sandbox)."""
 
 
 class Limits(BaseModel):

@@ -1,4 +1,4 @@
-"""Top-level commands: validate, run, resume, runs; mounts ``plugins`` and ``lineage``.
+"""Top-level commands: validate, run, resume, runs; mounts ``plugins``, ``loops`` and ``lineage``.
 
 What it is: thin Typer commands over engine.config and engine.runtime, with a rich progress
 display per stage and a summary table per iteration. What it is not: a place for run logic.
@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from engine.errors import UserError
 
@@ -26,7 +27,7 @@ out = Console()
 
 ConfigArg = Annotated[Path, typer.Argument(help="loop config YAML (see configs/)", show_default=False)]
 OverridesArg = Annotated[list[str] | None, typer.Argument(
-    help="dotted overrides such as iterations=3 sampler.options.temperature=0.7", show_default=False)]
+    help="dotted overrides such as iterations=3 stages.judge.options.votes=5", show_default=False)]
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -43,7 +44,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 
 
@@ -189,9 +190,11 @@ def stage_progress() -> Iterator[tuple[Any, Callable[[int, dict[str, Any]], None
 
 
 def _mount() -> None:
+    from engine.cli.loops import app as loops_app
     from engine.cli.plugins import app as plugins_app
 
     app.add_typer(plugins_app, name="plugins")
+    app.add_typer(loops_app, name="loops")
     try:
         from engine.cli.lineage import app as lineage_app
     except ImportError:  # the lineage commands arrive with the lineage store

@@ -1,5 +1,5 @@
 """SQLAlchemy models of the lineage store: runs, iterations, stage executions, records, outputs,
-edges, model versions, training data and metrics.
+edges, model versions, training data, metrics and training steps.
 
 What it is: the table definitions the store and the queries read and write (as Core tables via
 ``Model.__table__``). What it is not: the migrations (engine/lineage/migrations holds frozen
@@ -179,6 +179,22 @@ class Metric(Base):
     record_id: Mapped[str | None] = mapped_column(String(255))
 
 
+class TrainingStep(Base):
+    """One metric (``loss``, ``reward``, ``kl``, ``rewards/chosen``...) of one optimizer step of the
+    training of adapter ``role`` in an iteration; ``model_version`` is the version it made. Kept
+    apart from ``metrics`` (evaluations), so neither query filters the other out."""
+
+    __tablename__ = "training_steps"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    iteration: Mapped[int] = mapped_column(Integer, primary_key=True)
+    role: Mapped[str] = mapped_column(String(100), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model_version: Mapped[str | None] = mapped_column(String(200))
+    value: Mapped[float] = mapped_column(Float)
+
+
 metadata = Base.metadata
 runs = cast(Table, Run.__table__)
 iterations = cast(Table, Iteration.__table__)
@@ -189,3 +205,4 @@ edges = cast(Table, Edge.__table__)
 model_versions = cast(Table, ModelVersion.__table__)
 training_data = cast(Table, TrainingData.__table__)
 metrics = cast(Table, Metric.__table__)
+training_steps = cast(Table, TrainingStep.__table__)

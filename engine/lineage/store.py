@@ -2,15 +2,16 @@
 
 What it is: :class:`LineageStore`, which opens (and migrates) a SQLite file or a PostgreSQL
 database and records runs, iterations, stage executions, records with their parent edges,
-model versions with their training data, and metrics. Writes are bulk and idempotent (ON
-CONFLICT DO NOTHING), so a resumed or concurrent writer never duplicates a row. What it is
-not: the analytic queries (queries.py), export (export.py) or the CLI.
+model versions with their training data, metrics and training steps. Writes are bulk and
+idempotent (ON CONFLICT DO NOTHING), so a resumed or concurrent writer never duplicates a
+row. What it is not: the analytic queries (queries.py), export (export.py) or the CLI.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,10 +151,13 @@ class LineageStore:
         return exec_id
 
     def finish_stage(self, execution_id: str, *, n_in: int, n_out: int, seconds: float,
-                     error: str | None = None) -> None:
+                     error: str | None = None, finished: bool | None = None) -> None:
+        """Record the end of a stage execution. ``finished`` (default: no ``error``) says whether its
+        outputs are complete, so a resumed run reuses them; ``error`` is kept either way (a note such
+        as "2 record(s) failed and were skipped" on a finished execution)."""
         stmt = (update(t.stage_executions).where(t.stage_executions.c.id == execution_id)
                 .values(n_in=n_in, n_out=n_out, seconds=seconds, error=error, ended_at=_now(),
-                        finished=error is None))
+                        finished=error is None if finished is None else finished))
         if self._write(lambda c: c.execute(stmt).rowcount) == 0:
             raise StoreError(f"unknown stage execution {execution_id!r}")
 
@@ -265,3 +269,34 @@ class LineageStore:
             index_elements=["run_id", "iteration", "model_key", "evaluator", "metric"],
             set_={c: stmt.excluded[c] for c in ("value", "n", "details", "record_id")})
         self._write(lambda c: c.execute(stmt, list(rows.values())))
+
+    # ---------------------------------------------------------------- training steps
+    def add_training_steps(self, run_id: str, iteration: int, model_version: str | None, role: str,
+                           steps: Sequence[Mapping[str, float]]) -> None:
+        """Store the per-optimizer-step metrics of the training of adapter ``role`` (one dict per
+        step: its ``step``, else its 1-based place, and its metrics). Non-finite values are left
+        out; a step stored again (a training redone after a crash) is updated."""
+        rows = {}
+        for i, entry in enumerate(steps):
+            step = int(entry.get("step", i + 1))
+            for name, value in entry.items():
+                if name != "step" and isinstance(value, int | float) and math.isfinite(value):
+                    rows[(step, name)] = dict(run_id=run_id, iteration=iteration, role=role, step=step,
+                                              metric=name[:100], model_version=model_version,
+                                              value=float(value))
+        if not rows:
+            return
+        stmt = self._insert(t.training_steps)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id", "iteration", "role", "step", "metric"],
+            set_={c: stmt.excluded[c] for c in ("value", "model_version")})
+        self._write(lambda c: c.execute(stmt, list(rows.values())))
+
+    def training_steps(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's training-step metrics: dicts of iteration, role, step, metric, value and
+        model_version, ordered by iteration, role, metric and step."""
+        ts = t.training_steps.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.training_steps).where(ts.run_id == run_id)
+                                .order_by(ts.iteration, ts.role, ts.metric, ts.step)).all()
+        return [dict(r._mapping) for r in rows]

@@ -53,7 +53,9 @@ class ServiceActor:
     """Holds one stage instance (a sampler or a sandbox) and runs its verbs on whole batches."""
 
     def __init__(self, cls: type, options: Any, context: Any) -> None:
-        self.stage = cls(options, context)
+        from engine.contracts import build_stage
+
+        self.stage = build_stage(cls, options, context)
 
     def call(self, method: str, *args: Any) -> Any:
         return getattr(self.stage, method)(*args)

@@ -117,7 +117,7 @@ def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginMan
     pm.hook.configure.call_historic(kwargs={"config": cfg})
     services = Services()
     try:
-        services = Services.start(resolved, run_dir)
+        services = Services.start(resolved, run_dir, pm)
         runner = Runner(run_id, run_dir, resolved, pm, store, sampler=services.sampler,
                         sandbox=services.sandbox, progress=progress or StageProgress())
         loop = runner.instantiate(resolved.loop, "loop")

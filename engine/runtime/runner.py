@@ -1,9 +1,11 @@
-"""The runner: what a loop recipe calls to run its stages for one run.
+"""The runner: the API a loop recipe composes its stages with (README: "Runner API").
 
-What it is: ``Runner.call(role, *args)`` instantiates the stage bound to ``role``, runs its verb
-on a whole batch, writes the output records (with their parents) to the lineage store under a
-stage execution, fires ``on_stage_end`` / ``on_records_written``, and on resume returns the
-stored outputs of a stage execution that already finished instead of running it again.
+What it is: ``call(role, *args, key=)`` builds the stage bound to ``role``, runs its verb on a
+whole batch, writes the outputs and side outputs (with their parents) to the lineage store under
+one stage execution, fires ``on_stage_end`` / ``on_records_written``, and on resume returns the
+stored outputs of an execution that already finished instead of running it again; ``stage(role)``
+hands a loop the bound stage itself (its public helpers, such as ``messages``); ``ingest`` records
+what the loop made; ``train`` makes the next model version of an adapter role.
 What it is not: a scheduler; where stages run (in process or on Ray actors) is the executor's
 business, and the runner never asks which backend a stage is.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.contracts import VERBS, Stage, StageContext
+from engine.contracts import VERBS, Stage, StageContext, build_stage
 from engine.records import Link, Record, StageError
 
 if TYPE_CHECKING:
@@ -32,6 +34,23 @@ class StageProgress:
     start: Callable[[str, int], None] = lambda role, total: None
     advance: Callable[[str, int], None] = lambda role, n: None
     end: Callable[[str, int, int, float], None] = lambda role, n_in, n_out, s: None
+
+
+class Outputs(list[Any]):
+    """What ``Runner.call`` returns: the stage's outputs (a list, in input order) and its side
+    outputs (``side``: records the stage emitted, and StageError records of skipped inputs)."""
+
+    def __init__(self, outputs: Sequence[Any] = (), side: Sequence[Record] = ()) -> None:
+        super().__init__(outputs)
+        self.side: list[Record] = list(side)
+
+
+def _distinct(records: Sequence[Record]) -> list[Record]:
+    """Records by id, first occurrence first (the store keeps one of each)."""
+    seen: dict[str, Record] = {}
+    for r in records:
+        seen.setdefault(r.id, r)
+    return list(seen.values())
 
 
 @dataclass
@@ -64,52 +83,69 @@ class Runner:
         return StageContext(seed=cfg.seed * 1000 + self.iteration, iteration=self.iteration,
                             model_name=cfg.model.name, run_dir=self.run_dir, sampler=self.sampler,
                             sandbox=self.sandbox, model_version=self.model_version,
-                            adapters=dict(self.adapters))
+                            adapters=dict(self.adapters), plugins=self.pm)
 
-    def instantiate(self, bound: ResolvedStage, role: str) -> Stage:
+    def instantiate(self, bound: ResolvedStage, role: str) -> Stage[Any]:
+        """The stage bound in ``bound``, made by engine.contracts.build_stage with this run's context."""
         ctx = self.context()
         ctx.progress = lambda n: self.progress.advance(role, n)
-        stage: Stage = bound.info.cls(bound.options, ctx)
-        return stage
+        return build_stage(bound.info.cls, bound.options, ctx)
+
+    def stage(self, role: str) -> Stage[Any] | None:
+        """The stage bound to ``role`` (None for an optional role left unbound), with this run's
+        context: a loop reads a stage's public helpers through it (``runner.stage("judge")
+        .messages(responses)``, engine.contracts.Prompted) instead of importing its module."""
+        if role not in self.resolved.loop.info.cls.roles:
+            raise KeyError(f"loop {self.resolved.loop.info.name!r} has no role {role!r}")
+        bound = self.resolved.stages.get(role)
+        return self.instantiate(bound, role) if bound is not None else None
 
     # -- stage calls --------------------------------------------------------------------------
-    def call(self, role: str, *args: Sequence[Any], key: str = "") -> list[Any]:
+    def call(self, role: str, *args: Sequence[Any], key: str = "") -> Outputs:
         """Run the stage bound to ``role`` on a batch; outputs are in input order.
 
-        A stage execution that already finished (a resumed run) is not run again: its recorded
-        outputs are returned. With ``on_error: skip`` a batch that raises is retried record by
-        record; each record that still raises gets a StageError record (its child) instead.
+        Use ``key`` to call one role several times in an iteration (each call is its own stage
+        execution, ``role:key``). The stage's side outputs (``Stage.emit``) and the StageError
+        records of skipped inputs are written under the same execution and returned as
+        ``outputs.side``. An optional role left unbound returns its first argument unchanged. A
+        stage execution that already finished (a resumed run) is not run again: its recorded
+        outputs and side outputs are returned. With ``on_error: skip`` a batch that raises is
+        retried record by record; each record that still raises gets a StageError record instead.
         """
-        bound = self.resolved.stages[role]
-        kind = bound.info.kind
         inputs = list(args[0]) if args else []
+        bound = self.resolved.stages.get(role)
+        if bound is None:
+            self.stage(role)  # an unknown role raises
+            self.funnel(role + (f":{key}" if key else ""), len(inputs))
+            return Outputs(inputs)
         exec_id = self._start(role, bound, key)
         role = role + (f":{key}" if key else "")
         done = self.store.stage_execution(exec_id)
         if done and done.get("finished"):
-            return list(self.store.records_of(exec_id))
+            stored = self.store.records_of(exec_id)
+            return Outputs(stored[:done["n_out"]], side=stored[done["n_out"]:])
         self.progress.start(role, len(inputs))
         t0 = time.perf_counter()
         stage = self.instantiate(bound, role)
-        verb = getattr(stage, VERBS[kind])
         try:
-            out, errors = self._run(verb, args, bound.on_error) if inputs else ([], [])
+            out, errors = self._run(stage, args, bound.on_error) if inputs else ([], [])
         except Exception as exc:
             self._finish(exec_id, role, bound, len(inputs), 0, time.perf_counter() - t0,
                          f"{type(exc).__name__}: {exc}")
             raise
-        self.write(exec_id, [r for r in out if isinstance(r, Record)])
-        self.write(exec_id, errors)
-        self._finish(exec_id, role, bound, len(inputs), len(out), time.perf_counter() - t0,
-                     f"{len(errors)} record(s) failed and were skipped" if errors else None)
-        if errors:  # recorded, so the execution still counts as finished for resume
-            self.store.finish_stage(exec_id, n_in=len(inputs), n_out=len(out),
-                                    seconds=time.perf_counter() - t0, error=None)
-        return out
+        records = _distinct([r for r in out if isinstance(r, Record)])
+        side = _distinct([*stage.context.emitted, *errors])
+        self.write(exec_id, records)
+        self.write(exec_id, side)
+        note = f"{len(errors)} record(s) failed and were skipped" if errors else None
+        self._finish(exec_id, role, bound, len(inputs), len(records), time.perf_counter() - t0, note,
+                     finished=True)
+        return Outputs(out, side=side)
 
     @staticmethod
-    def _run(verb: Callable[..., Any], args: Sequence[Sequence[Any]], policy: str,
+    def _run(stage: Stage[Any], args: Sequence[Sequence[Any]], policy: str,
              ) -> tuple[list[Any], list[Record]]:
+        verb: Callable[..., Any] = getattr(stage, VERBS[stage.kind])
         try:
             return list(verb(*args)), []
         except Exception:
@@ -117,10 +153,13 @@ class Runner:
                 raise
         out: list[Any] = []
         errors: list[Record] = []
+        stage.context.emitted.clear()  # the failed batch's side outputs are dropped with it
         for item in zip(*args, strict=True):
+            kept = len(stage.context.emitted)
             try:
                 out.extend(verb(*([x] for x in item)))
             except Exception as exc:
+                del stage.context.emitted[kept:]
                 bad = item[0]
                 errors.append(StageError(error=f"{type(exc).__name__}: {exc}"[:2000],
                                          parents=[Link(id=bad.id, role="input")]))
@@ -153,8 +192,9 @@ class Runner:
             attempt_key=key)
 
     def _finish(self, exec_id: str, role: str, bound: ResolvedStage, n_in: int, n_out: int,
-                seconds: float, error: str | None) -> None:
-        self.store.finish_stage(exec_id, n_in=n_in, n_out=n_out, seconds=seconds, error=error)
+                seconds: float, error: str | None, finished: bool | None = None) -> None:
+        self.store.finish_stage(exec_id, n_in=n_in, n_out=n_out, seconds=seconds, error=error,
+                                finished=finished)
         self.progress.end(role, n_in, n_out, seconds)
         self.funnel(role, n_out)
         self.pm.hook.on_stage_end(run_id=self.run_id, iteration=self.iteration, role=role,
@@ -193,6 +233,7 @@ class Runner:
             new.id, run_id=self.run_id, base_model=new.base_model, adapter_path=new.adapter_path,
             checkpoint_hash=new.checkpoint_hash, parent_version=parent, execution_id=exec_id,
             trained_on=[e.id for e in examples])
+        self.store.add_training_steps(self.run_id, self.iteration, new.id, role, new.steps)
         self._finish(exec_id, stage_role, bound, len(examples), 1, time.perf_counter() - t0, None)
         self._adopt(role, new.id, new.adapter_path)
         return new.id

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ResolvedConfig
-from engine.contracts import StageContext
+from engine.contracts import StageContext, build_stage
+from engine.manager import PluginManager
 
 
 @dataclass
@@ -24,21 +25,21 @@ class Services:
     clock: Clock = field(default_factory=lambda: Clock())
 
     @classmethod
-    def start(cls, resolved: ResolvedConfig, run_dir: Path) -> Services:
+    def start(cls, resolved: ResolvedConfig, run_dir: Path, pm: PluginManager | None = None) -> Services:
         """Build the sampler (behind the request cache) and sandbox: as Ray actors when
         ``runtime.ray`` is on (the default), else in this process."""
         cfg = resolved.config
-        ctx = StageContext(seed=cfg.seed, model_name=cfg.model.name, run_dir=run_dir)
+        ctx = StageContext(seed=cfg.seed, model_name=cfg.model.name, run_dir=run_dir, plugins=pm)
         bound = [b for b in (resolved.sampler, resolved.sandbox) if b is not None]
         if cfg.runtime.ray:
             from engine.runtime.ray_services import ActorProxy, start_ray
 
             started = start_ray(cfg.runtime.address, cfg.runtime.num_cpus,
                                 sum(b.info.cls.resources.num_cpus for b in bound))
-            made = [ActorProxy.create(b.info.cls, b.options, ctx) for b in bound]
+            made: list[Any] = [ActorProxy.create(b.info.cls, b.options, ctx) for b in bound]
         else:
             started = False
-            made = [b.info.cls(b.options, ctx) for b in bound]
+            made = [build_stage(b.info.cls, b.options, ctx) for b in bound]
         clock = Clock()
         sampler = Timed(_with_cache(made[0], run_dir), clock)
         sandbox = Timed(made[1], clock) if len(made) > 1 else None

@@ -25,6 +25,7 @@ from filelock import FileLock
 
 from engine import hookimpl
 from engine.sampling.errors import ModelResolutionError
+from engine.training.protocol import adapter_files, adapter_files_hash, version_id
 
 if TYPE_CHECKING:
     import pluggy
@@ -203,22 +204,20 @@ def base_version(name: str, path: Path) -> str:
 
 
 def adapter_hash(adapter: str) -> str:
-    """Content hash of a LoRA adapter directory (config and weights); the name itself if not local."""
+    """The 12-character content hash of a LoRA adapter directory (``adapter_files_hash``, the one
+    scheme the trainers use too), cached per directory state; for a name that is no local
+    directory (a served adapter), a hash of the name."""
     path = Path(adapter).expanduser()
     if not path.is_dir():
         return hashlib.sha256(adapter.encode()).hexdigest()[:12]
-    files = sorted(f for f in path.iterdir() if f.is_file() and f.name.startswith("adapter_"))
+    files = adapter_files(path)
     stamp = (str(path.resolve()), max((f.stat().st_mtime_ns for f in files), default=0),
              sum(f.stat().st_size for f in files))
     if stamp not in _ADAPTER_HASHES:
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-        _ADAPTER_HASHES[stamp] = h.hexdigest()[:12]
+        _ADAPTER_HASHES[stamp] = adapter_files_hash(path)[:12]
     return _ADAPTER_HASHES[stamp]
 
 
 def model_version(base: str, adapter: str | None = None) -> str:
     """The version id records link to: ``base`` or ``base+lora-<adapter hash>``."""
-    return base if adapter is None else f"{base}+lora-{adapter_hash(adapter)}"
+    return base if adapter is None else version_id(base, adapter_hash(adapter))

@@ -54,7 +54,8 @@ def test_plugin_listed(installed_plugin: Path) -> None:
     result = autodidact("plugins", "list", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert {"kind": "critic", "name": "length", "plugin": "length_critic", "version": "0.1.0"} in rows
+    assert {"kind": "critic", "name": "length", "plugin": "length_critic",
+            "distribution": "autodidact-length-critic", "version": "0.1.0"} in rows
 
 
 def test_config_uses_plugin(installed_plugin: Path, tmp_path: Path) -> None:

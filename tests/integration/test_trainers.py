@@ -1,9 +1,10 @@
 """The sft, dpo and reinforce trainers on the real SmolLM2-135M-Instruct, loaded back by the sampler.
 
 Each trainer takes 2 optimizer steps on a handful of short examples (LoRA on the last 4 layers, so
-backward passes stay short); the transformers sampler then loads the new adapter by path, per
-request, and its log-probs (and version id) differ from the base model's. dpo continues from the
-sft adapter, as an iteration continues from the previous one.
+backward passes stay short) and reports each step's metrics on the new version; the transformers
+sampler then loads the new adapter by path, per request, and its log-probs (and version id) differ
+from the base model's. dpo continues from the sft adapter, as an iteration continues from the
+previous one.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def sft_version(tmp_path_factory: pytest.TempPathFactory) -> ModelVersion:
 def test_sft_adapter_changes_the_sampler(sampler: TransformersSampler, sft_version: ModelVersion) -> None:
     assert sft_version.parent == MODEL
     assert sft_version.id == f"{MODEL}+lora-{sft_version.checkpoint_hash[:12]}"
+    assert [s["step"] for s in sft_version.steps] == [1.0, 2.0]
+    assert all(s["loss"] > 0 for s in sft_version.steps)
     assert_loads_and_differs(sampler, sft_version, None)
 
 
@@ -75,6 +78,7 @@ def test_dpo_continues_from_sft(sampler: TransformersSampler, sft_version: Model
     v = stage.train(pairs, start, str(tmp_path / "dpo"))
     assert v.parent == sft_version.id and v.checkpoint_hash != sft_version.checkpoint_hash
     assert stage.last_metrics["rewards/margins"] > 0  # chosen gained on rejected against the sft reference
+    assert len(v.steps) == 2 and v.steps[-1]["rewards/margins"] > 0  # step 1 starts at the reference
     assert_loads_and_differs(sampler, v, sft_version.adapter_path)
 
 
@@ -89,5 +93,6 @@ def test_reinforce_on_two_attempt_trajectories(sampler: TransformersSampler, tmp
     stage = ReinforceTrainerStage(ReinforceOptions(**FAST), StageContext(seed=1, model_name=MODEL))
     v = stage.train(trajs, base_version(MODEL), str(tmp_path / "rl"))
     assert stage.last_metrics["steps"] == 2 and stage.last_metrics["kl"] >= 0.0
+    assert [sorted(s) for s in v.steps] == [["grad_norm", "kl", "loss", "pg", "reward", "step"]] * 2
     assert v.parent == MODEL
     assert_loads_and_differs(sampler, v, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,34 @@ def test_model_comes_from_options_then_the_run_then_the_default() -> None:
         assert cls().model_name == "smollm2-135m-instruct"  # type: ignore[attr-defined]
         assert cls(None, StageContext(model_name="my/model")).model_name == "my/model"  # type: ignore[attr-defined]
     assert TransformersSampler(TransformersOptions(model="x"), StageContext(model_name="y")).model_name == "x"
+
+
+def test_samplers_resolve_the_model_through_the_run_plugins(tmp_path: Path) -> None:
+    """A plugin's ``resolve_model`` hook answers for the samplers (through context.resolve_model)."""
+    from engine import hookimpl
+    from engine.contracts import StageContext
+    from plugins.sampler_vllm import VLLMOptions
+
+    class Mine:
+        @hookimpl
+        def resolve_model(self, name: str, cache_dir: Path) -> Path | None:
+            return tmp_path / "mine" if name == "mine" else None
+
+    pm = create_plugin_manager(entry_points=False, plugins=[Mine()])
+    context = StageContext(plugins=pm)
+    assert VLLMSampler(VLLMOptions(model="mine"), context).model_path() == tmp_path / "mine"
+    assert context.resolve_model("mine", tmp_path) == tmp_path / "mine"
+
+    class Asked(Exception):
+        pass
+
+    class Recording(StageContext):
+        def resolve_model(self, name: str, cache_dir: Path | None = None) -> Path:
+            raise Asked(name, cache_dir)
+
+    pytest.importorskip("transformers")
+    from plugins.sampler_transformers import TransformersOptions
+
+    with pytest.raises(Asked) as info:
+        TransformersSampler(TransformersOptions(model="mine", cache_dir=str(tmp_path)), Recording()).load()
+    assert info.value.args == ("mine", tmp_path)

@@ -32,5 +32,5 @@ def test_judge_prefix_is_sent_as_the_assistant_start_and_kept_in_the_votes(scrip
     (crit,) = judge.critique([Response(text="hi", prompt=task.prompt, parents=[Link(id=task.id)])])
     assert seen[0].messages is not None and seen[0].messages[-1] == ("assistant", "Final judgement:")
     assert (crit.votes_yes, crit.votes_no, crit.verdict) == (2, 1, True)
-    assert crit.text.split("\n---\n") == ["Final judgement: Yes", "Final judgement: No.",
+    assert crit.samples == ["Final judgement: Yes", "Final judgement: No.",
                                           "Final judgement: yes, it does"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugins._code import code_and_tests, first_code, first_sentence, parse_concepts, parse_instruction
+from engine.toolkit.code import code_and_tests, first_code, first_sentence, parse_concepts, parse_instruction
 
 TWO_BLOCKS = """Here is my solution:
 ```python

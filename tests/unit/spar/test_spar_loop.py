@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
+from pydantic import BaseModel
 
 from engine import hookimpl
 from engine.config import parse_config, resolve_config
+from engine.contracts import Stage
 from engine.lineage import queries
 from engine.lineage.store import LineageStore
 from engine.manager import create_plugin_manager
+from engine.records import Critique, Response
 from engine.runtime.run import start_run
 from engine.sampling.protocol import SampleRequest
+from engine.toolkit.judging import JudgeOptions, make_critique
+from engine.toolkit.prompting import sample_chats
 from plugins.sampler_scripted import ScriptedSampler
 
 
@@ -35,6 +40,10 @@ def answer(req: SampleRequest, i: int) -> str:
         text = content.split("Response:\n", 1)[1].split("\n\nCritique:", 1)[0].strip()
         return f"Reflection. [START]{text}+fix[END]"
     return f"answer to {content[:24]!r} #{i}"
+
+
+class BrevityOptions(BaseModel):  # no extra="forbid": the engine refuses unknown keys anyway
+    votes: int = 3
 
 
 class SparScript(ScriptedSampler):
@@ -71,8 +80,10 @@ def test_spar_pairs_come_from_failing_answers_and_their_refined_final_node(tmp_p
         funnel = {r["role"]: r["n_out"] for r in queries.funnel(store, run_id) if r["iteration"] == 1}
         assert funnel["evolve"] == 4 and funnel["respond"] == 12 and funnel["judge"] == 12
         assert funnel["failing"] == 8, "samples 1 and 2 of each task fail"
-        assert funnel["refine"] == 8 * 4, "each root: 2 children at depth 1, 2 at depth 2"
-        assert funnel["node-critiques"] == 32 and funnel["pairs"] == 8
+        assert funnel["refine"] == 8, "one final node per root"
+        assert funnel["pairs"] == 8
+        nodes = queries.records_of_kind(store, run_id, 1, "refinement")
+        assert len(nodes) == 8 * 4, "the whole tree is in lineage: 2 children at depth 1, 2 at depth 2"
         responses = {r["id"]: payload(r) for r in queries.records_of_kind(store, run_id, 1, "response")}
         for pair in queries.records_of_kind(store, run_id, 1, "preference_pair"):
             body = payload(pair)
@@ -121,6 +132,55 @@ def test_spar_options_cap_and_switch_off_refiner_data(tmp_path: Path) -> None:
         store.close()
 
 
-def test_spar_refuses_a_refiner_that_is_not_a_tree_search(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="not made by the tree-search refiner"):
-        run(tmp_path, stages={"refine": {"name": "critique-refine"}, "respond": {"options": {"n": 2}}})
+def test_spar_judges_the_finals_of_a_refiner_that_gives_no_value(tmp_path: Path) -> None:
+    store, run_id = run(tmp_path, stages={"refine": {"name": "critique-refine"},
+                                          "respond": {"options": {"n": 2}}})
+    try:
+        funnel = {r["role"]: r["n_out"] for r in queries.funnel(store, run_id) if r["iteration"] == 1}
+        assert funnel["refine"] == funnel["failing"] == 4 and funnel["judge:finals"] == 4
+        assert funnel["pairs"] == 0, "a one-step fix is judged bad by the script (0 of 3 Yes)"
+    finally:
+        store.close()
+
+
+class BrevityJudge(Stage[BrevityOptions]):
+    """A third-party judge, built here: its own prompt format, the run's sampler, the toolkit's parser."""
+
+    kind = "critic"
+    name = "brevity-judge"
+    accepts = ("response",)
+    produces = ("critique",)
+
+    def messages(self, responses: Sequence[Response]) -> list[list[dict[str, str]]]:
+        return [[{"role": "user", "content": f"You are a strict judge of brevity.\nResponse:\n{r.text}"}]
+                for r in responses]
+
+    def completion(self, output: Critique) -> str:
+        return output.text
+
+    def critique(self, responses: Sequence[Response]) -> list[Critique]:
+        opts = JudgeOptions(votes=self.options.votes)
+        sampled = sample_chats(self.context, self.name, self.messages(responses), opts, n=opts.votes)
+        return [make_critique(r.id, texts, version, opts)
+                for r, (texts, version) in zip(responses, sampled, strict=True)]
+
+
+def test_a_third_party_judge_bound_to_spar_runs_an_iteration(tmp_path: Path) -> None:
+    mod = types.ModuleType("brevity_plugin")
+    mod.register_critics = hookimpl(lambda: [BrevityJudge])  # type: ignore[attr-defined]
+    pm = create_plugin_manager(entry_points=False, plugins=[script_plugin(), mod])
+    cfg = {"loop": "spar", "iterations": 1, "output_dir": str(tmp_path), "runtime": {"ray": False},
+           "sampler": "spar-script", "data": {"limit": 2},
+           "stages": {"respond": {"options": {"n": 3}}, "judge": {"name": "brevity-judge"},
+                      "refine": {"options": {"branch": 2, "select": 1, "depth": 2, "judge": {"votes": 3}}}}}
+    run_dir = start_run(resolve_config(parse_config(cfg), pm), pm)
+    store = LineageStore.for_run_dir(run_dir)
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    try:
+        funnel = {r["role"]: r["n_out"] for r in queries.funnel(store, run_id) if r["iteration"] == 1}
+        assert funnel["judge"] == 6 and funnel["failing"] == 4 and funnel["pairs"] == 4
+        rft = [payload(r) for r in queries.records_of_kind(store, run_id, 1, "training_example")]
+        brevity = [r for r in rft if r["messages"][0]["content"].startswith("You are a strict judge of")]
+        assert len(brevity) == 2 * 3 + 4 * 2, "the third-party judge's own format: agreeing votes only"
+    finally:
+        store.close()

@@ -1,5 +1,6 @@
 """The runtime drives a trainer: the SELF demo loop (scripted sampler) with ``trainer: sft`` on a tiny
-model records the new model version in lineage with the examples it trained on."""
+model records the new model version in lineage with the examples it trained on and its per-step
+training metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from engine.config import load_config
 from engine.lineage.store import LineageStore
 from engine.manager import create_plugin_manager
 from engine.runtime.run import start_run
-from plugins._lora import adapter_files_hash
+from engine.training.protocol import adapter_files_hash
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo-scripted.yaml"
 
@@ -32,5 +33,7 @@ def test_loop_records_the_trained_version(tiny_model: str, tmp_path: Path) -> No
             assert row is not None and row["adapter_path"] == str(a) and row["checkpoint_hash"] == digest
             assert row["n_trained_on"] > 0 and row["parent_version"] == parent
             parent = row["id"]
+            steps = [r for r in store.training_steps(row["run_id"]) if r["model_version"] == row["id"]]
+            assert [(r["role"], r["step"]) for r in steps if r["metric"] == "loss"] == [("policy", 1)]
     finally:
         store.close()

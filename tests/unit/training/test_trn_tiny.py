@@ -9,8 +9,7 @@ import pytest
 from engine.contracts import StageContext
 from engine.records import PreferencePair, TrainingExample, Trajectory
 from engine.sampling.resolver import adapter_hash
-from engine.training.protocol import ModelVersion, base_version
-from plugins._lora import adapter_files_hash
+from engine.training.protocol import ModelVersion, adapter_files_hash, base_version
 from plugins.trainer_dpo import DPOOptions, DPOTrainerStage
 from plugins.trainer_reinforce import ReinforceOptions, ReinforceTrainerStage
 from plugins.trainer_sft import SFTOptions, SFTTrainerStage
@@ -30,6 +29,7 @@ def test_sft_makes_a_version_then_continues_from_it(tiny_model: str, tmp_path: P
     assert v1.checkpoint_hash == adapter_files_hash(tmp_path / "v1")
     assert v1.checkpoint_hash[:12] == adapter_hash(str(tmp_path / "v1"))  # the sampler's version hash
     assert v1.id == f"{tiny_model}+lora-{v1.checkpoint_hash[:12]}" and v1.parent == tiny_model
+    assert [s["step"] for s in v1.steps] == [1.0, 2.0] and all(s["loss"] > 0 for s in v1.steps)
     # the runtime passes the previous adapter by path (no hash): training continues from it
     start = ModelVersion(base_model=tiny_model, adapter_path=v1.adapter_path)
     v2 = sft().train(EXAMPLES, start, str(tmp_path / "v2"))
@@ -58,6 +58,7 @@ def test_dpo_with_sft_term(tiny_model: str, tmp_path: Path, reference: str) -> N
     v = stage.train(pairs, base_version(tiny_model), str(tmp_path / "dpo"))
     assert v.checkpoint_hash == adapter_files_hash(tmp_path / "dpo") and v.parent == tiny_model
     assert "rewards/margins" in stage.last_metrics
+    assert len(v.steps) == 2 and all({"loss", "rewards/chosen", "rewards/margins"} <= set(s) for s in v.steps)
     with pytest.raises(TypeError, match="preference_pair"):
         stage.train(EXAMPLES, base_version(tiny_model), str(tmp_path / "bad"))
 
@@ -80,6 +81,9 @@ def test_reinforce_steps_with_kl_to_base(tiny_model: str, tmp_path: Path) -> Non
     v1, m1 = run(1, "r1", base_version(tiny_model))
     assert m1["steps"] == 2 and m1["kl"] >= 0.0 and m1["reward_mean"] == 0.25
     assert v1.checkpoint_hash == adapter_files_hash(tmp_path / "r1")
+    assert [s["step"] for s in v1.steps] == [1.0, 2.0]
+    assert all({"loss", "reward", "kl", "pg", "grad_norm"} <= set(s) for s in v1.steps)
+    assert v1.steps[-1]["kl"] == m1["kl"] and sum(s["reward"] for s in v1.steps) / 2 == m1["reward_mean"]
     same, _ = run(1, "r1b", base_version(tiny_model))
     assert same.checkpoint_hash == v1.checkpoint_hash
     # continuing from v1, the policy already differs from the base model: the KL term is positive

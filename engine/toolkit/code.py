@@ -1,10 +1,12 @@
-"""Parsing code out of model text (not a plugin: the name starts with _).
+"""Parsing code out of model text: the toolkit part for stages that read code from a model.
 
-What it is: tolerant helpers for the SelfCodeAlign stages and the HumanEval evaluator: fenced code
-blocks (closed or cut off by the token limit), splitting a response into solution code and its
-``assert`` tests, a comma list of concepts, and a one-paragraph instruction. A tiny model's output
-is messy: these never raise; what cannot be parsed comes back empty. What it is not: a judge of
-whether the code works (the sandbox decides that).
+What it is: tolerant helpers used by the SelfCodeAlign stages and the HumanEval evaluator, public
+for any stage that needs the same: fenced code blocks (closed or cut off by the token limit,
+:func:`code_blocks`, :func:`first_code`), splitting a response into solution code and its
+``assert`` tests (:func:`code_and_tests`, :func:`split_tests`, :func:`clean_tests`), a comma list
+of concepts (:func:`parse_concepts`), and a one-paragraph instruction (:func:`parse_instruction`,
+:func:`first_sentence`). A tiny model's output is messy: these never raise; what cannot be parsed
+comes back empty. What it is not: a judge of whether the code works (the sandbox decides that).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def code_blocks(text: str) -> list[str]:
 
 
 def parses(code: str) -> bool:
+    """Whether ``code`` is valid Python syntax (it is not run)."""
     try:
         ast.parse(code)
     except (SyntaxError, ValueError, MemoryError, RecursionError):

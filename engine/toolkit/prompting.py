@@ -1,0 +1,89 @@
+"""Prompting a sampler from a stage: the toolkit part for stages that talk to a model.
+
+What it is: :class:`SamplingOptions` (the options every LLM stage shares: n, temperature, top_p,
+max_tokens, template, adapter by role, assistant prefix), :func:`load_template` (a text file with
+``{field}`` placeholders, swappable by a path in a stage's options), :func:`chat` (one user turn,
+optionally continued by an assistant prefix), :func:`sample_chats` (whole message lists, multi-turn,
+one batched sampler call) and :func:`sample_texts` (one user prompt each, on top of it).
+What it is not: a sampler; stages never know which backend answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.contracts import Messages, StageContext
+from engine.sampling.protocol import SampleRequest
+
+
+class SamplingOptions(BaseModel):
+    """Sampling settings of an LLM stage; ``adapter_role`` picks a LoRA adapter by role."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(1, ge=1, le=64)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1, le=32768)
+    template: str | None = Field(None, description="path of a prompt template file")
+    adapter_role: str | None = Field("policy", description="sample from the current adapter of this "
+                                     "role (the trainer's default role is 'policy'); null: the base")
+    prefix: str = Field("", description="start every answer with this text (the model continues it; "
+                                        "the text is kept), e.g. 'Final judgement:' for a small judge")
+
+
+def load_template(path: str | None, default: Path) -> str:
+    """Text of the template file ``path`` if given (a user's override), else of ``default``
+    (the stage's shipped template)."""
+    return Path(path).read_text() if path else default.read_text()
+
+
+def chat(prompt: str, start: str = "") -> Messages:
+    """One user message, plus an assistant message that the answer continues when ``start`` is set."""
+    said = [{"role": "assistant", "content": start}] if start else []
+    return [{"role": "user", "content": prompt}, *said]
+
+
+def sample_chats(context: StageContext, stage: str, chats: Sequence[Messages], opts: SamplingOptions,
+                 n: int | None = None, seed_offset: int = 0, max_tokens: int | None = None,
+                 stop: Sequence[str] = (), adapter_role: str | None | bool = True,
+                 ) -> list[tuple[list[str], str | None]]:
+    """Sample ``n`` (default ``opts.n``) completions for each whole chat, in ONE sampler call.
+
+    A chat may hold any number of turns; when its last message is the assistant's, the model
+    continues that text and the returned texts include it. The adapter is that of
+    ``opts.adapter_role`` in the run's current model version (``adapter_role=`` overrides it; None:
+    the base model). Returns (texts, model version) per chat, in input order.
+    """
+    sampler = context.require_sampler(stage)
+    role = opts.adapter_role if adapter_role is True else adapter_role
+    adapter = context.adapters.get(role) if isinstance(role, str) else None
+    requests = [
+        SampleRequest.chat(
+            list(msgs), n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
+            max_tokens=max_tokens or opts.max_tokens, stop=tuple(stop), seed=context.seed + seed_offset,
+            adapter=adapter)
+        for msgs in chats
+    ]
+    results = sampler.sample(requests)
+    context.progress(len(requests))
+    out = []
+    for msgs, r in zip(chats, results, strict=True):
+        start = msgs[-1]["content"] if msgs and msgs[-1]["role"] == "assistant" else ""
+        out.append(([start + c.text for c in r.completions], r.model_version))
+    return out
+
+
+def sample_texts(context: StageContext, stage: str, prompts: Sequence[str], opts: SamplingOptions,
+                 n: int | None = None, seed_offset: int = 0, prefixes: Sequence[str] | None = None,
+                 max_tokens: int | None = None, stop: Sequence[str] = (),
+                 ) -> list[tuple[list[str], str | None]]:
+    """:func:`sample_chats` for one user prompt each; each answer starts with ``prefixes[i]`` when
+    given (else ``opts.prefix``)."""
+    starts = list(prefixes) if prefixes is not None else [opts.prefix] * len(prompts)
+    if len(starts) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(starts)} prefixes")
+    return sample_chats(context, stage, [chat(p, s) for p, s in zip(prompts, starts, strict=True)], opts,
+                        n=n, seed_offset=seed_offset, max_tokens=max_tokens, stop=stop)

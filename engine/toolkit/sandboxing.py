@@ -1,0 +1,49 @@
+"""Running jobs in the run's sandbox: the toolkit part for stages that execute generated code.
+
+What it is: :func:`context_sandbox` (the run's sandbox, ``context.sandbox``, or else a fresh
+instance of the registered ``bubblewrap`` sandbox stage that the caller closes) and
+:func:`run_jobs` (a batch of ``sandbox.protocol.Job`` as ONE sandbox call, each distinct job run
+once, results in input order). The ``sandbox-exec`` generator and the HumanEval evaluator run
+their code through these. What it is not: a sandbox; the isolation and the Job/Result types live
+in sandbox/ (imported here for type checking only: the engine does not import sandbox/ at run time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from engine.contracts import StageContext
+
+if TYPE_CHECKING:
+    from sandbox.protocol import Job, Result
+
+DEFAULT_SANDBOX = "bubblewrap"
+"""The sandbox stage built when the context has none."""
+
+
+def context_sandbox(context: StageContext) -> tuple[Any, bool]:
+    """The run's sandbox, or a fresh default (``bubblewrap``) one built through the run's plugin
+    manager; the flag says the caller owns it and must ``close`` it."""
+    if context.sandbox is not None:
+        return context.sandbox, False
+    return context.make_stage("sandbox", DEFAULT_SANDBOX), True
+
+
+def run_jobs(context: StageContext, jobs: Sequence[Job]) -> list[Result]:
+    """Run ``jobs`` in one sandbox call, each distinct (program, tests, limits) once; one Result
+    per job, in input order (duplicates get their own copy)."""
+    if not jobs:
+        return []
+    keys = [hashlib.sha256(j.model_dump_json().encode()).hexdigest() for j in jobs]
+    unique: dict[str, Job] = {}
+    for key, job in zip(keys, jobs, strict=True):
+        unique.setdefault(key, job)
+    sandbox, owned = context_sandbox(context)
+    try:
+        results: dict[str, Result] = dict(zip(unique, sandbox.execute(list(unique.values())), strict=True))
+    finally:
+        if owned:
+            sandbox.close()
+    return [results[k].model_copy(deep=True) for k in keys]

@@ -1,0 +1,49 @@
+"""README's "Using it" commands work as written: every `run`/`validate` line validates (exit 0,
+nothing written), every `plugins`/`loops` line exits 0."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def usage_commands() -> list[list[str]]:
+    """The indented `autodidact ...` lines of README's "Using it" section, as argv lists."""
+    section = (ROOT / "README.md").read_text().split("## Using it", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip() for line in section.splitlines() if line.startswith("    autodidact ")]
+    return [shlex.split(line, comments=True)[1:] for line in lines]
+
+
+def config_commands() -> list[list[str]]:
+    return [["validate", *argv[1:]] for argv in usage_commands() if argv[0] in ("run", "validate")]
+
+
+def inspect_commands() -> list[list[str]]:
+    return [[a for a in argv if a != "[--json]"] for argv in usage_commands()
+            if argv[0] in ("plugins", "loops")]
+
+
+def test_section_has_the_examples() -> None:
+    assert len(config_commands()) >= 5 and len(inspect_commands()) >= 4
+
+
+@pytest.mark.parametrize("argv", config_commands(), ids=" ".join)
+def test_config_example_validates(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ok ")
+
+
+@pytest.mark.parametrize("argv", inspect_commands(), ids=" ".join)
+def test_inspect_example_runs(argv: list[str]) -> None:
+    for args in (argv, [*argv, "--json"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
