@@ -18,6 +18,9 @@ from pydantic import ValidationError
 
 from engine.errors import ConfigError
 
+STAGE_REF_KEYS = ("name", "options", "on_error")
+"""Keys of a stage reference, which a config may also write as a bare stage name."""
+
 
 def load_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
     """Read a YAML mapping (and its node tree, for line numbers) or raise ConfigError."""
@@ -67,7 +70,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str],
                 if last:
                     cur[part] = value
                 else:
-                    if not isinstance(cur.get(part), dict | list):
+                    old = cur.get(part)
+                    if isinstance(old, str) and parts[i + 1] in STAGE_REF_KEYS:
+                        cur[part] = {"name": old}  # `loop: spar` + loop.options.x keeps the name
+                    elif not isinstance(old, dict | list):
                         cur[part] = {}
                     cur = cur[part]
             else:

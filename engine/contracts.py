@@ -17,7 +17,6 @@ from typing import (
     Any,
     ClassVar,
     Generic,
-    Literal,
     Protocol,
     TypeVar,
     cast,
@@ -25,16 +24,16 @@ from typing import (
     runtime_checkable,
 )
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from engine.options import validate_options
 from engine.records import Critique, EvalResult, Record, Refinement, Response
+from engine.roles import ANY, Role, StageKind, kinds_fit, role_mismatch
 
 if TYPE_CHECKING:
     from engine.manager import PluginManager
     from engine.sampling.protocol import Sampler
 
-StageKind = Literal["generator", "critic", "refiner", "filter", "sampler", "sandbox", "trainer",
-                    "evaluator", "loop"]
 KINDS: tuple[StageKind, ...] = ("generator", "critic", "refiner", "filter", "sampler", "sandbox",
                                 "trainer", "evaluator", "loop")
 VERBS: dict[StageKind, str] = {
@@ -43,10 +42,6 @@ VERBS: dict[StageKind, str] = {
     "loop": "run_iteration",
 }
 """The one verb each kind of stage implements."""
-
-ANY = "*"
-"""In ``accepts``: any record kind. In ``produces``: the kinds the stage was handed (a filter) or
-kinds it cannot know in advance."""
 
 Messages = list[dict[str, str]]
 """A chat: OpenAI-style ``{"role": ..., "content": ...}`` dicts."""
@@ -64,49 +59,6 @@ class Resources(BaseModel):
     model_config = ConfigDict(frozen=True)
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-
-
-class Role(BaseModel):
-    """One role of a loop: the stage kind bound to it, the record kinds the loop hands in
-    (``takes``) and expects back (``gives``), its default stage (a name or
-    ``{"name": ..., "options": {...}}``) and whether it may be left unbound (``optional``: the
-    config says ``stages.<role>: null`` and the runner passes the records through)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    kind: StageKind
-    takes: tuple[str, ...]
-    gives: tuple[str, ...]
-    default: str | dict[str, Any] | None = None
-    optional: bool = False
-    doc: str = ""
-
-
-def kinds_fit(kinds: Sequence[str], allowed: Sequence[str], classes: dict[str, type[Record]]) -> bool:
-    """Every kind of ``kinds`` is in ``allowed``, or its record class subclasses an allowed one
-    (a ``refinement`` is a ``response``); ``ANY`` in ``allowed`` allows everything."""
-    if ANY in allowed:
-        return True
-    for kind in kinds:
-        cls = classes.get(kind)
-        if kind not in allowed and not (cls is not None and any(
-                issubclass(cls, classes[a]) for a in allowed if a in classes)):
-            return False
-    return True
-
-
-def role_mismatch(role: Role, stage: type[Stage[Any]], classes: dict[str, type[Record]]) -> str | None:
-    """Why ``stage`` cannot be bound to ``role`` (record kinds that do not fit), or None."""
-    takes_ok = kinds_fit(role.takes, stage.accepts, classes)
-    gives_ok = ANY in stage.produces or kinds_fit(stage.produces, role.gives, classes)
-    if takes_ok and gives_ok:
-        return None
-    return (f"{stage.kind} {stage.name!r} accepts {_kinds(stage.accepts)} and produces "
-            f"{_kinds(stage.produces)}, but the role hands in {_kinds(role.takes)} and expects back "
-            f"{_kinds(role.gives)}")
-
-
-def _kinds(kinds: Sequence[str]) -> str:
-    return "any kind" if ANY in kinds else "[" + ", ".join(kinds) + "]"
 
 
 @dataclass
@@ -205,40 +157,6 @@ class Stage(Generic[OptionsT]):
         """Side outputs: records the stage made besides its verb's result (a tree search's node
         critiques). The runner writes them to lineage under this stage's execution."""
         self.context.emitted.extend(records)
-
-
-def validate_options(cls: type[Stage[Any]], options: BaseModel | dict[str, Any] | None) -> BaseModel:
-    """``options`` checked against ``cls.Options``. Unknown keys are refused at every level, even
-    when a plugin's Options model forgot ``extra="forbid"`` (pydantic would drop them silently)."""
-    if isinstance(options, cls.Options):
-        return options
-    data = options.model_dump() if isinstance(options, BaseModel) else dict(options or {})
-    errors = unknown_keys(cls.Options, data, ())
-    if errors:
-        raise ValidationError.from_exception_data(cls.Options.__name__, errors)
-    return cls.Options.model_validate(data)
-
-
-def unknown_keys(model: type[BaseModel], data: Any, loc: tuple[str | int, ...]) -> list[Any]:
-    """pydantic ``extra_forbidden`` error entries for keys of ``data`` that ``model`` lacks."""
-    if not isinstance(data, dict) or model.model_config.get("extra") == "allow":
-        return []
-    names: dict[str, Any] = {}
-    for fname, f in model.model_fields.items():
-        for key in (fname, f.alias, f.validation_alias if isinstance(f.validation_alias, str) else None):
-            if key:
-                names[key] = f.annotation
-    errors: list[Any] = []
-    for key, value in data.items():
-        if key not in names:
-            errors.append({"type": "extra_forbidden", "loc": (*loc, key), "input": value})
-            continue
-        ann = names[key]
-        sub = next((a for a in (ann, *get_args(ann))
-                    if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if sub is not None:
-            errors += unknown_keys(sub, value, (*loc, key))
-    return errors
 
 
 def build_stage(cls: type[Stage[Any]], options: BaseModel | dict[str, Any] | None,
@@ -346,3 +264,8 @@ def check_stage_class(cls: Any, kind: StageKind) -> list[str]:
         if not (isinstance(trains, dict) and all(isinstance(v, tuple) for v in trains.values())):
             problems.append("'trains' is not a dict of adapter role -> tuple of record kinds")
     return problems
+
+
+__all__ = ["ANY", "KINDS", "VERBS", "Critic", "Evaluator", "Filter", "Generator", "Loop", "Messages",
+           "NoOptions", "Prompted", "Refiner", "Resources", "Role", "Stage", "StageContext", "StageKind",
+           "build_stage", "check_stage_class", "kinds_fit", "role_mismatch", "validate_options"]

@@ -30,13 +30,13 @@ class JudgeOptions(SamplingOptions):
     yes_pattern: str = Field(r"judg(?:e)?ment\s*:\s*\**\s*yes", description="regex of a Yes verdict")
     no_pattern: str = Field(r"judg(?:e)?ment\s*:\s*\**\s*no", description="regex of a No verdict")
     tie: Literal["drop", "yes", "no"] = Field("drop", description="verdict of a tied vote (drop: none)")
-    max_tokens: int = Field(192, ge=1, le=32768)
+    max_tokens: int = Field(192, ge=1, le=32768, description="new tokens per critique")
 
 
 class RefineOptions(SamplingOptions):
     start_marker: str = Field("[START]", description="the rewrite starts after this marker")
     end_marker: str = Field("[END]", description="and ends before this one")
-    max_tokens: int = Field(384, ge=1, le=32768)
+    max_tokens: int = Field(384, ge=1, le=32768, description="new tokens per rewrite")
 
 
 def parse_verdict(text: str, yes: str, no: str) -> bool | None:

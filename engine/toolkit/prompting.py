@@ -23,10 +23,10 @@ class SamplingOptions(BaseModel):
     """Sampling settings of an LLM stage; ``adapter_role`` picks a LoRA adapter by role."""
 
     model_config = ConfigDict(extra="forbid")
-    n: int = Field(1, ge=1, le=64)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.9, gt=0.0, le=1.0)
-    max_tokens: int = Field(256, ge=1, le=32768)
+    n: int = Field(1, ge=1, le=64, description="completions sampled per prompt")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature (0: greedy)")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_tokens: int = Field(256, ge=1, le=32768, description="new tokens per completion")
     template: str | None = Field(None, description="path of a prompt template file")
     adapter_role: str | None = Field("policy", description="sample from the current adapter of this "
                                      "role (the trainer's default role is 'policy'); null: the base")

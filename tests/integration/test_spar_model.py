@@ -19,7 +19,7 @@ from engine.lineage.store import LineageStore
 SMALL = ["data.limit=4", "stages.respond.options.n=2", "stages.respond.options.max_tokens=48",
          "stages.judge.options.votes=3", "stages.judge.options.max_tokens=48",
          "stages.judge.options.tie='no'",  # undecided judgements count as failing: the search always runs
-         "stages.refine.options.depth=1", "stages.refine.options.gate=0.0",
+         "stages.refine.options.depth=1", "stages.refine.options.gate=0.0", "loop.options.gate=0.0",
          "stages.refine.options.refine.max_tokens=48", "stages.refine.options.judge.max_tokens=48",
          "trainers.policy.options.max_steps=1", "trainers.refiner.options.max_steps=1",
          "evaluators.0.options.subset=4", "evaluators.0.options.max_tokens=48"]
@@ -33,8 +33,11 @@ def test_spar_on_smollm2(finished_run: Any) -> None:
         funnel = {(r["iteration"], r["role"]): r["n_out"] for r in queries.funnel(store, run_id)}
         for it in (1, 2):
             assert funnel[(it, "failing")] > 0, "with tie=no some answers fail"
-            assert funnel[(it, "refine")] == 2 * funnel[(it, "failing")], "branch 2, depth 1"
-            assert funnel[(it, "node-critiques")] == funnel[(it, "refine")]
+            assert funnel[(it, "refine")] == funnel[(it, "failing")], "one final node per root"
+            nodes = queries.records_of_kind(store, run_id, it, "refinement")
+            assert len(nodes) == 2 * funnel[(it, "failing")], "branch 2, depth 1: the tree is in lineage"
+            critiques = queries.records_of_kind(store, run_id, it, "critique")
+            assert len(critiques) == funnel[(it, "judge")] + len(nodes), "every node judged"
             pairs = queries.records_of_kind(store, run_id, it, "preference_pair")
             for pair in pairs:
                 up = queries.ancestors(store, pair["id"], max_depth=1)

@@ -102,3 +102,10 @@ def test_validate_command_ok(tmp_path: Path) -> None:
 def test_every_preset_validates(preset: Path) -> None:
     resolved = load_config(preset)
     assert resolved.config.iterations >= 1
+
+
+def test_an_override_inside_a_stage_written_by_name_keeps_the_name() -> None:
+    out = apply_overrides({"loop": "spar", "stages": {"judge": "llm-judge"}},
+                          ["loop.options.gate=0.0", "stages.judge.options.votes=3"])
+    assert out["loop"] == {"name": "spar", "options": {"gate": 0.0}}
+    assert out["stages"]["judge"] == {"name": "llm-judge", "options": {"votes": 3}}
