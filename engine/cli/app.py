@@ -107,7 +107,7 @@ def report(run: Annotated[str, typer.Argument(help="run directory (or store URL 
            run_id: Annotated[str | None, typer.Option("--run-id", help="run id in a shared store")] = None,
            plots: Annotated[Path | None, typer.Option(help="PNG folder (default: RUN/report)")] = None,
            ) -> None:
-    """Per-iteration table of the funnel and metrics, and PNG plots of both."""
+    """Per-iteration table of the funnel and metrics; PNG plots of both and of the trainers' loss curves."""
     from engine.cli.lineage import _open, _pick_run, one_line_errors
     from engine.report import plot_report
 

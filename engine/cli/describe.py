@@ -203,3 +203,13 @@ def _doc(cls: type[Any]) -> str:
     module = sys.modules.get(cls.__module__)
     doc = cls.__dict__.get("__doc__") or (module.__doc__ if module else None) or ""
     return " ".join(doc.strip().split("\n\n", 1)[0].split())
+
+
+def print_header(console: Any, facts: dict[str, Any], label: str) -> None:
+    """``<label> <name>  plugin ..., distribution ... <version>`` and the docstring, on ``console``."""
+    from rich.markup import escape
+
+    console.print(f"[bold]{escape(label)} {escape(facts['name'])}[/bold]  plugin {escape(facts['plugin'])}, "
+                  f"distribution {escape(facts['distribution'])} {escape(facts['version'])}")
+    if facts["doc"]:
+        console.print(escape(facts["doc"]))

@@ -60,7 +60,7 @@ def show(name: Annotated[str, typer.Argument(help="a loop name, e.g. spar", show
     """Show a loop's roles (stage kind, record kinds in and out, optional, default stage and its
     options, doc), its own options and the adapter roles it trains."""
     from engine.cli.app import user_errors
-    from engine.cli.describe import loop_facts
+    from engine.cli.describe import loop_facts, print_header
     from engine.errors import UserError
     from engine.manager import create_plugin_manager
 
@@ -75,10 +75,7 @@ def show(name: Annotated[str, typer.Argument(help="a loop name, e.g. spar", show
         typer.echo(json.dumps(facts, indent=2))
         return
     console = Console(highlight=False)
-    console.print(f"[bold]loop {escape(facts['name'])}[/bold]  plugin {escape(facts['plugin'])}, "
-                  f"distribution {escape(facts['distribution'])} {escape(facts['version'])}")
-    if facts["doc"]:
-        console.print(escape(facts["doc"]))
+    print_header(console, facts, "loop")
     console.print("\n[bold]roles[/bold] (bind one in a config: stages.<role>: {name: ..., options: {...}}; "
                   "options in [bold]bold[/bold] are the loop's, the rest the stage's defaults)")
     for role, r in facts["roles"].items():

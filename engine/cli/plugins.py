@@ -55,7 +55,7 @@ def show(name: Annotated[str, typer.Argument(help="a stage name, e.g. llm-judge"
     """Show one stage: kind, plugin, version, record kinds accepted and produced, resources, and
     its options (nested ones as dotted paths) with type, default, limits and description."""
     from engine.cli.app import user_errors
-    from engine.cli.describe import stage_facts
+    from engine.cli.describe import print_header, stage_facts
     from engine.manager import create_plugin_manager
 
     with user_errors():
@@ -64,10 +64,7 @@ def show(name: Annotated[str, typer.Argument(help="a stage name, e.g. llm-judge"
         typer.echo(json.dumps(facts, indent=2))
         return
     console = Console(highlight=False)
-    console.print(f"[bold]{facts['kind']} {escape(facts['name'])}[/bold]  plugin {escape(facts['plugin'])}, "
-                  f"distribution {escape(facts['distribution'])} {escape(facts['version'])}")
-    if facts["doc"]:
-        console.print(escape(facts["doc"]))
+    print_header(console, facts, facts["kind"])
     console.print(f"accepts {kinds_text(facts['accepts'])}, produces {kinds_text(facts['produces'])}")
     console.print("resources: " + ", ".join(f"{k}={v}" for k, v in facts["resources"].items()))
     if facts["kind"] == "loop":

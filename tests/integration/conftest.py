@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,3 +31,78 @@ def finished_run(tmp_path: Path) -> Callable[[str, list[str]], tuple[Path, str]]
         return run_dir, str(state["run_id"])
 
     return go
+
+
+ROOT = CONFIGS.parent
+
+
+def readme_blocks(section: str) -> dict[str, str]:
+    """Code blocks of README's ``## <section>``, keyed by their first-line file name."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = {}
+    for block in re.findall(r"```(?:toml|python)\n(.*?)```", body, re.S):
+        first, rest = block.split("\n", 1)
+        blocks[first.lstrip("# ").strip()] = rest
+    return blocks
+
+
+@pytest.fixture(scope="session")
+def readme_section() -> Callable[[str], dict[str, str]]:
+    """``readme_section("Write a plugin")``: that section's files by name."""
+    return readme_blocks
+
+
+@pytest.fixture(scope="session")
+def readme_package(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Any]:
+    """``with readme_package(section, dist) as pkg:`` README's files for ``section`` written to a
+    folder, pip-installed (``--no-deps``) into this interpreter, uninstalled afterwards."""
+    import subprocess
+    import sys
+    from contextlib import contextmanager
+
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+
+    @contextmanager
+    def install(section: str, dist: str) -> Iterator[Path]:
+        pkg = tmp_path_factory.mktemp(dist)
+        for name, body in readme_blocks(section).items():
+            (pkg / name).write_text(body)
+        subprocess.run(pip + ["install", "--no-deps", "--no-build-isolation", str(pkg)], check=True, cwd=pkg)
+        try:
+            yield pkg
+        finally:
+            subprocess.run(pip + ["uninstall", "-y", dist], check=True)
+
+    return install
+
+
+@pytest.fixture(scope="session")
+def autodidact_cli() -> Callable[..., Any]:
+    """``autodidact_cli("plugins", "list")``: the CLI in a subprocess (sees installed entry points)."""
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+                              cwd=ROOT)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def package_tests_pass() -> Callable[[Path, str], None]:
+    """``package_tests_pass(pkg, "test_x.py")``: a package's own test file passes (one test) in a
+    pytest subprocess, with the fixtures the engine ships."""
+    import subprocess
+    import sys
+
+    def check(pkg: Path, test_file: str) -> None:
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                 str(pkg / test_file)], capture_output=True, text=True, cwd=pkg)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "1 passed" in result.stdout
+
+    return check
