@@ -15,10 +15,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.contracts import VERBS, Stage, StageContext, build_stage
+from engine.contracts import VERBS, Stage, StageContext, build_stage, kinds_fit
 from engine.records import Link, Record, StageError
 
 if TYPE_CHECKING:
@@ -113,9 +114,9 @@ class Runner:
         retried record by record; each record that still raises gets a StageError record instead.
         """
         inputs = list(args[0]) if args else []
+        self._check_kinds(role, "hands in", [r for arg in args for r in arg], "takes")
         bound = self.resolved.stages.get(role)
         if bound is None:
-            self.stage(role)  # an unknown role raises
             self.funnel(role + (f":{key}" if key else ""), len(inputs))
             return Outputs(inputs)
         exec_id = self._start(role, bound, key)
@@ -134,6 +135,8 @@ class Runner:
                          f"{type(exc).__name__}: {exc}")
             raise
         records = _distinct([r for r in out if isinstance(r, Record)])
+        self._check_kinds(role.split(":")[0], f"got back from {bound.info.kind} {bound.info.name!r}", records,
+                          "gives")
         side = _distinct([*stage.context.emitted, *errors])
         self.write(exec_id, records)
         self.write(exec_id, side)
@@ -141,6 +144,22 @@ class Runner:
         self._finish(exec_id, role, bound, len(inputs), len(records), time.perf_counter() - t0, note,
                      finished=True)
         return Outputs(out, side=side)
+
+    def _check_kinds(self, role: str, what: str, records: Sequence[Any], side: str) -> None:
+        """The records a role is handed (``takes``) or gives back (``gives``) are of the kinds the loop
+        declared for it: a loop or stage that breaks its declaration fails here, naming the role."""
+        roles = self.resolved.loop.info.cls.roles
+        if role not in roles:
+            raise KeyError(f"loop {self.resolved.loop.info.name!r} has no role {role!r}")
+        allowed = getattr(roles[role], side)
+        kinds = sorted({r.kind for r in records if isinstance(r, Record)})
+        if not kinds_fit(kinds, allowed, self.record_kinds):
+            raise TypeError(f"role {role!r} of loop {self.resolved.loop.info.name!r}: {what} "
+                            f"[{', '.join(kinds)}], but the role {side} [{', '.join(allowed)}]")
+
+    @cached_property
+    def record_kinds(self) -> dict[str, type[Record]]:
+        return self.pm.record_kinds()
 
     @staticmethod
     def _run(stage: Stage[Any], args: Sequence[Sequence[Any]], policy: str,

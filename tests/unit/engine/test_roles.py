@@ -194,3 +194,38 @@ def test_prompted_judge_shows_its_chat(make_stage: Any) -> None:
     assert chat[0]["role"] == "user" and "Say hi." in chat[0]["content"] and "hi" in chat[0]["content"]
     assert chat[-1] == {"role": "assistant", "content": "Final judgement:"}
     assert judge.completion(Critique(verdict=True, text="Final judgement: Yes")) == "Final judgement: Yes"
+
+
+class Liar(Echo):
+    """Declares tasks but gives back seeds."""
+
+    name = "liar"
+
+    def generate(self, inputs: Sequence[Record]) -> list[Record]:
+        return [Seed(text="not a task", parents=[Link(id=s.id)]) for s in inputs]
+
+
+class Mishand(TwoStep):
+    """Hands the task filter seeds, against its own declaration."""
+
+    name = "mishand"
+
+    def run_iteration(self, runner: Any, iteration: int) -> None:
+        runner.call("keep", runner.ingest("seeds", [Seed(text="x")]))
+
+
+@pytest.mark.parametrize("loop, stages, message", [
+    ("mishand", {}, r"role 'keep' of loop 'mishand': hands in \[seed\], but the role takes \[task\]"),
+    ("two-step", {"echo": "liar"}, r"role 'echo' of loop 'two-step': got back from generator 'liar' "
+                                   r"\[seed\], but the role gives \[task\]"),
+])
+def test_records_that_break_a_roles_declaration_fail_naming_it(
+        tmp_path: Path, loop: str, stages: dict[str, Any], message: str) -> None:
+    mod = plugin()
+    mod.register_loops = hookimpl(lambda: [TwoStep, Mishand])  # type: ignore[attr-defined]
+    mod.register_generators = hookimpl(lambda: [Echo, Liar])  # type: ignore[attr-defined]
+    pm = create_plugin_manager(entry_points=False, plugins=[mod])
+    cfg = parse_config({"loop": loop, "sampler": "scripted", "output_dir": str(tmp_path),
+                        "runtime": {"ray": False}, "stages": stages})
+    with pytest.raises(TypeError, match=message):
+        start_run(resolve_config(cfg, pm), pm)
