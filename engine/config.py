@@ -34,6 +34,16 @@ class StageRef(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="fail: a raising batch stops the run; skip: failing records recorded, dropped")
+    replicas: int | Literal["auto"] = Field(
+        1, description="sampler and sandbox only: actors serving it (auto: as many as the cluster fits "
+                       "for a sampler, one per node for a sandbox)")
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replicas(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"expected a whole number >= 1 or 'auto', got {v!r}")
 
 
 def _as_ref(value: Any) -> Any:
@@ -191,6 +201,9 @@ def resolve_config(cfg: LoopConfig, pm: PluginManager, node: yaml.Node | None = 
         if mismatch:
             problems.append((path, f"{what}: {mismatch}"))
 
+    for path, ref in _refs_without_replicas(cfg):
+        if ref.replicas != 1:
+            problems.append((f"{path}.replicas", "replicas applies only to the sampler and the sandbox"))
     loop = bind("loop", cfg.loop, ("loop",))
     sampler = bind("sampler", cfg.sampler, ("sampler",))
     stages: dict[str, ResolvedStage] = {}
@@ -233,6 +246,14 @@ def resolve_config(cfg: LoopConfig, pm: PluginManager, node: yaml.Node | None = 
 
 
 MISSING: Any = object()
+
+
+def _refs_without_replicas(cfg: LoopConfig) -> list[tuple[str, StageRef]]:
+    """Every stage reference but the sampler and the sandbox, with its YAML path."""
+    refs = [("loop", cfg.loop)] + [(f"stages.{r}", ref) for r, ref in cfg.stages.items() if ref]
+    refs += [("trainer", cfg.trainer)] if cfg.trainer else []
+    refs += [(f"trainers.{r}", ref) for r, ref in cfg.trainers.items()]
+    return refs + [(f"evaluators.{i}", ref) for i, ref in enumerate(cfg.evaluators)]
 
 
 def load_config(path: Path, overrides: list[str] | None = None,

@@ -51,10 +51,14 @@ class ScriptedSampler(Stage[ScriptedOptions]):
 
     def model_version_for(self, adapter: str | None) -> str:
         """The scripted texts ignore weights, but a loop with a trainer hands this sampler its new
-        adapters; each adapter path gets its own version so that cached samples never cross."""
+        adapters; each adapter gets its own version so that cached samples never cross: the content
+        hash of an adapter directory (as the real samplers; a copy elsewhere is the same version),
+        a hash of the name otherwise."""
         if adapter is None:
             return self.model_version
-        return f"{self.model_version}+{hashlib.sha256(adapter.encode()).hexdigest()[:12]}"
+        from engine.sampling.resolver import adapter_hash
+
+        return f"{self.model_version}+{adapter_hash(adapter)}"
 
     def _text(self, request: SampleRequest, i: int) -> str:
         opts = self.options

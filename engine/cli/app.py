@@ -89,11 +89,20 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="a run directory under r
 
 
 @app.command()
-def runs(output_dir: Annotated[Path, typer.Option(help="where runs live")] = Path("runs")) -> None:
-    """List runs in OUTPUT_DIR with their status and progress."""
+def runs(output_dir: Annotated[Path, typer.Option(help="where runs live")] = Path("runs"),
+         address: Annotated[str | None, typer.Option(
+             "--address", help="list the autodidact jobs of the Ray cluster whose job server is at "
+                               "http://HOST:DASHBOARD_PORT instead", show_default=False)] = None) -> None:
+    """List runs in OUTPUT_DIR with their status and progress (with --address: a cluster's jobs)."""
     import json
 
     from rich.table import Table
+
+    if address:
+        from engine.cli.jobs import cluster_runs
+
+        cluster_runs(address)
+        return
 
     table = Table("run directory", "status", "iterations done")
     for state_file in sorted(output_dir.glob("*/run.json")):
@@ -190,9 +199,11 @@ def stage_progress() -> Iterator[tuple[Any, Callable[[int, dict[str, Any]], None
 
 
 def _mount() -> None:
+    from engine.cli.jobs import register as register_jobs
     from engine.cli.loops import app as loops_app
     from engine.cli.plugins import app as plugins_app
 
+    register_jobs(app)  # submit, logs, stop: runs as Ray jobs
     app.add_typer(plugins_app, name="plugins")
     app.add_typer(loops_app, name="loops")
     try:

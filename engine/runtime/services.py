@@ -1,8 +1,9 @@
 """Services a run shares across its stages: the sampler and the sandbox, started once.
 
-What it is: construction of the run's sampler (wrapped in the request cache when one is
-available) and sandbox from the resolved config, and their shutdown. What it is not: the Ray
-placement of these services, which belongs to the Ray executor.
+What it is: construction of the run's sampler (wrapped in the request cache) and sandbox from the
+resolved config, and their shutdown. On Ray each is a pool of ``replicas`` actors
+(engine.runtime.pool); in process, one instance. What it is not: the Ray placement and balancing
+of these services, which belong to engine.runtime.ray_services and engine.runtime.pool.
 """
 
 from __future__ import annotations
@@ -32,11 +33,19 @@ class Services:
         ctx = StageContext(seed=cfg.seed, model_name=cfg.model.name, run_dir=run_dir, plugins=pm)
         bound = [b for b in (resolved.sampler, resolved.sandbox) if b is not None]
         if cfg.runtime.ray:
-            from engine.runtime.ray_services import ActorProxy, start_ray
+            from engine.runtime.pool import ReplicaPool, stage_resources
+            from engine.runtime.ray_services import start_ray
 
-            started = start_ray(cfg.runtime.address, cfg.runtime.num_cpus,
-                                sum(b.info.cls.resources.num_cpus for b in bound))
-            made: list[Any] = [ActorProxy.create(b.info.cls, b.options, ctx) for b in bound]
+            counts = [cfg.sampler.replicas, cfg.sandbox.replicas if cfg.sandbox else 1]
+            needed = [stage_resources(b.info.cls, b.options).num_cpus * (n if isinstance(n, int) else 1)
+                      for b, n in zip(bound, counts, strict=False)]  # "auto": at least one
+            started = start_ray(cfg.runtime.address, cfg.runtime.num_cpus, sum(needed))
+            box = resolved.sandbox
+            made: list[Any] = [] if box is None else [ReplicaPool.create(box.info.cls, box.options, ctx,
+                                                                          counts[1])]
+            reserved = made[0].reservations() if made else []  # "auto" samplers fit beside the sandbox
+            made.insert(0, ReplicaPool.create(resolved.sampler.info.cls, resolved.sampler.options, ctx,
+                                              counts[0], reserved))
         else:
             started = False
             made = [build_stage(b.info.cls, b.options, ctx) for b in bound]

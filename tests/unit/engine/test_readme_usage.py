@@ -1,5 +1,6 @@
-"""README's "Using it" commands work as written: every `run`/`validate` line validates (exit 0,
-nothing written), every `plugins`/`loops` line exits 0."""
+"""README's "Using it" commands work as written: every `run`/`validate`/`submit` line validates
+(exit 0, nothing written), every `plugins`/`loops` line exits 0. The cluster's job commands
+(`submit`, `runs --address`, `logs`, `stop`) run for real in tests/integration/test_jobs.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ def usage_commands() -> list[list[str]]:
 
 
 def config_commands() -> list[list[str]]:
-    return [["validate", *argv[1:]] for argv in usage_commands() if argv[0] in ("run", "validate")]
+    """`run`, `validate` and `submit` lines as `validate` commands (a submit's --address dropped)."""
+    return [["validate", *_without_address(argv[1:])] for argv in usage_commands()
+            if argv[0] in ("run", "validate", "submit")]
+
+
+def _without_address(args: list[str]) -> list[str]:
+    return [a for i, a in enumerate(args) if a != "--address" and (i == 0 or args[i - 1] != "--address")]
 
 
 def inspect_commands() -> list[list[str]]:

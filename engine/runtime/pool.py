@@ -1,0 +1,274 @@
+"""Replicas of a run's sampler or sandbox: N long-lived actors behind one object with the stage's verbs.
+
+What it is: ``ReplicaPool``, which starts N ``ServiceActor``s (each with the stage's declared
+resources, restartable) and offers the verbs of ``ActorProxy`` (``sample``, ``execute``,
+``model_version_for``, ``model_version``, ``close``). A batch is cut into chunks that are balanced
+by outstanding work (requests x n in flight per replica): the next chunk goes to the least loaded
+replica as results come back (``ray.wait``). A request is never split (its n samples stay on one
+replica); requests sharing a prompt prefix prefer the same replica (``affinity_key`` % N) unless it
+is more than a slack above the least loaded. Results come back in input order. LoRA adapters named
+by a driver-side directory are shipped once per content hash through the object store; each
+replica writes its own copy (engine.runtime.ray_services.ServiceActor). ``replicas: auto`` is as
+many as the cluster's resources fit (a sampler) or one per node that fits it (a sandbox, pinned).
+What it is not: a cache (engine.sampling.cache sits in front of it), or a scheduler thread: the
+driver only dispatches and waits inside a verb call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from engine.runtime.ray_services import ServiceActor, Shipped, actor_options
+
+PREFIX_CHARS = 256  # the chat prefix that picks a replica (prefix-cache affinity)
+CHUNKS_PER_REPLICA = 4  # a batch is cut into about this many chunks per replica...
+MIN_CHUNK = 16  # ...of at least this much work (requests x n; jobs for a sandbox)...
+MAX_CHUNK = 512  # ...and at most this much, unless one request alone is bigger
+DEPTH = 2  # calls queued on a replica: one running, one waiting, so it never idles between chunks
+
+
+def affinity_key(item: Any) -> int | None:
+    """A number from the first ``PREFIX_CHARS`` characters of a request's chat or prompt; None for
+    items without one (sandbox jobs), which any replica may take."""
+    messages = getattr(item, "messages", None)
+    text = "".join(f"{r}\x00{c}\x00" for r, c in messages) if messages else getattr(item, "prompt", None)
+    if not text:
+        return None
+    return int.from_bytes(hashlib.sha256(text[:PREFIX_CHARS].encode()).digest()[:8], "big")
+
+
+def work_of(item: Any) -> int:
+    """The work an item adds to a replica: its ``n`` samples for a request, else 1."""
+    params = getattr(item, "params", None)
+    return int(getattr(params, "n", 1)) if params is not None else 1
+
+
+@dataclass
+class Chunk:
+    indices: list[int]
+    work: int = 0
+    prefer: int | None = None
+
+
+def plan_chunks(items: Sequence[Any], replicas: int, min_chunk: int = MIN_CHUNK,
+                max_chunk: int = MAX_CHUNK) -> list[Chunk]:
+    """Cut a batch into chunks: items grouped by their preferred replica (input order kept inside
+    a group), each group cut where a chunk reaches the target work. One replica: one chunk."""
+    works = [work_of(it) for it in items]
+    if replicas == 1:
+        return [Chunk(list(range(len(items))), sum(works), 0)] if items else []
+    target = min(max(math.ceil(sum(works) / (replicas * CHUNKS_PER_REPLICA)), min_chunk), max_chunk)
+    groups: dict[int | None, list[int]] = {}
+    for i, item in enumerate(items):
+        key = affinity_key(item)
+        groups.setdefault(None if key is None else key % replicas, []).append(i)
+    chunks: list[Chunk] = []
+    for prefer, indices in groups.items():
+        chunk = Chunk([], 0, prefer)
+        for i in indices:
+            chunk.indices.append(i)
+            chunk.work += works[i]
+            if chunk.work >= target:
+                chunks.append(chunk)
+                chunk = Chunk([], 0, prefer)
+        if chunk.indices:
+            chunks.append(chunk)
+    return chunks
+
+
+@dataclass
+class Balancer:
+    """Which replica takes which chunk next, from the work each replica has outstanding."""
+
+    replicas: int
+    slack: int
+    load: list[int] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+    queues: dict[int | None, deque[Chunk]] = field(default_factory=dict)
+    queued: dict[int | None, int] = field(default_factory=dict)  # work waiting in each queue
+
+    def __post_init__(self) -> None:
+        self.load = [0] * self.replicas
+        self.calls = [0] * self.replicas
+
+    def add(self, chunks: Sequence[Chunk]) -> None:
+        for chunk in chunks:
+            self.queues.setdefault(chunk.prefer, deque()).append(chunk)
+            self.queued[chunk.prefer] = self.queued.get(chunk.prefer, 0) + chunk.work
+
+    def next(self) -> tuple[int, Chunk] | None:
+        """(replica, chunk) to dispatch now, or None when every replica is full or nothing is left."""
+        free = sorted((r for r in range(self.replicas) if self.calls[r] < DEPTH), key=lambda r: self.load[r])
+        waiting = {k: q for k, q in self.queues.items() if q}
+        if not free or not waiting:
+            return None
+        least = free[0]
+        for r in free:  # a replica's own chunks, while it is within the slack of the least loaded
+            if r in waiting and self.load[r] - self.load[least] <= self.slack:
+                return self._take(r, r)
+        source = None if None in waiting else max(waiting, key=lambda k: self.queued[k])
+        return self._take(least, source)  # unpreferred work, else taken from the busiest queue
+
+    def _take(self, replica: int, source: int | None) -> tuple[int, Chunk]:
+        chunk = self.queues[source].popleft()
+        self.queued[source] -= chunk.work
+        self.load[replica] += chunk.work
+        self.calls[replica] += 1
+        return replica, chunk
+
+    def done(self, replica: int, chunk: Chunk) -> None:
+        self.load[replica] -= chunk.work
+        self.calls[replica] -= 1
+
+
+class ReplicaPool:
+    """N actors of one stage, used like the stage: ``pool.sample(requests)``, ``pool.execute(jobs)``."""
+
+    def __init__(self, actors: list[Any], name: str, resources: Any, min_chunk: int = MIN_CHUNK,
+                 max_chunk: int = MAX_CHUNK, pins: Sequence[str | None] = ()) -> None:
+        self.actors = actors
+        self.pins = list(pins) or [None] * len(actors)  # the node each replica is pinned to, if any
+        self.name = name
+        self.resources = resources
+        self.min_chunk, self.max_chunk = min_chunk, max_chunk
+        self.work_done = [0] * len(actors)  # requests x n (or jobs) each replica has answered
+        self._by_path: Shipped = {}
+        self._by_hash: dict[str, Any] = {}
+        self._versions: dict[tuple[str, str | None], str] = {}
+
+    @classmethod
+    def create(cls, stage_cls: type[Any], options: Any, context: Any, replicas: int | str = 1,
+               reserved: Sequence[tuple[str | None, Any]] = (), **chunking: int) -> ReplicaPool:
+        """Start the replicas. ``replicas="auto"``: one per node that fits a sandbox (pinned there),
+        or as many samplers as the nodes' resources fit beside ``reserved`` (node id or None, Resources)."""
+        res = stage_resources(stage_cls, options)
+        nodes = [n for n in ray.nodes() if n.get("Alive")] if replicas == "auto" else []  # type: ignore[no-untyped-call]
+        pins: list[str | None]
+        if replicas == "auto" and stage_cls.kind == "sandbox":
+            pins = [n["NodeID"] for n in nodes if fits(needs(res), n["Resources"]) >= 1] or [None]
+        else:
+            count = fitting_replicas(res, nodes, reserved) if replicas == "auto" else int(replicas)
+            pins = [None] * count
+        actors = [ServiceActor.options(**actor_options(res, pin, spread=len(pins) > 1))  # type: ignore[attr-defined]
+                  .remote(stage_cls, options, context) for pin in pins]
+        return cls(actors, stage_cls.name, res, pins=pins, **chunking)
+
+    def reservations(self) -> list[tuple[str | None, Any]]:
+        """(node id or None, resources) of each replica, for ``create(reserved=...)`` of another pool."""
+        return [(pin, self.resources) for pin in self.pins]
+
+    def _run(self, method: str, items: Sequence[Any]) -> list[Any]:
+        items = list(items)
+        out: list[Any] = [None] * len(items)
+        balancer = Balancer(len(self.actors), slack=self.min_chunk)
+        balancer.add(plan_chunks(items, len(self.actors), self.min_chunk, self.max_chunk))
+        in_flight: dict[Any, tuple[int, Chunk]] = {}
+        adapters = {a for it in items if (a := getattr(it, "adapter", None)) is not None}
+        shipped = {a: s for a in adapters if (s := self._ship(a)) is not None}
+        while True:
+            while (step := balancer.next()) is not None:
+                replica, chunk = step
+                batch = [items[i] for i in chunk.indices]
+                chunk_adapters = {a for it in batch if (a := getattr(it, "adapter", None)) in shipped}
+                ref = self.actors[replica].run.remote(method, batch, {a: shipped[a] for a in chunk_adapters})
+                in_flight[ref] = step
+            if not in_flight:
+                return out
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                replica, chunk = in_flight.pop(ref)
+                answers = ray.get(ref)
+                if len(answers) != len(chunk.indices):
+                    raise RuntimeError(f"{self.name!r} answered {len(answers)} of {len(chunk.indices)} items")
+                for i, answer in zip(chunk.indices, answers, strict=True):
+                    out[i] = answer
+                balancer.done(replica, chunk)
+                self.work_done[replica] += chunk.work
+
+    def sample(self, requests: Sequence[Any]) -> list[Any]:
+        return self._run("sample", requests)
+
+    def execute(self, jobs: Sequence[Any]) -> list[Any]:
+        return self._run("execute", jobs)
+
+    def _ship(self, adapter: str | None) -> tuple[str, Any] | None:
+        """Put a driver-side adapter directory in the object store once per content hash; a path
+        shipped before stays served after the driver's copy is gone. None: not a local adapter."""
+        if adapter is None:
+            return None
+        path = Path(adapter).expanduser()
+        if path.is_dir():
+            from engine.sampling.resolver import adapter_hash
+            from engine.training.protocol import adapter_files
+
+            if adapter_files(path):
+                digest = adapter_hash(str(path))
+                if digest not in self._by_hash:
+                    files = {f.name: f.read_bytes() for f in sorted(path.iterdir()) if f.is_file()}
+                    self._by_hash[digest] = ray.put(files)
+                self._by_path[adapter] = (digest, self._by_hash[digest])
+        return self._by_path.get(adapter)
+
+    def model_version_for(self, adapter: str | None) -> str:
+        shipped = self._ship(adapter)
+        key = ("hash", shipped[0]) if shipped else ("path", adapter)
+        if key not in self._versions:
+            given: Shipped = {adapter: shipped} if shipped and adapter else {}
+            self._versions[key] = str(ray.get(self.actors[0].version_in.remote(adapter, given)))
+        return self._versions[key]
+
+    @property
+    def model_version(self) -> Any:
+        return ray.get(self.actors[0].attr.remote("model_version"))
+
+    def close(self) -> None:
+        try:
+            ray.get([a.shutdown.remote() for a in self.actors], timeout=60)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+            pass
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+def stage_resources(stage_cls: type[Any], options: Any) -> Any:
+    """What one replica needs: ``resources_for(options)`` where a stage's needs depend on its
+    options (a sampler sharded over several GPUs), else its declared ``resources``."""
+    resources_for = getattr(stage_cls, "resources_for", None)
+    return resources_for(options) if callable(resources_for) else stage_cls.resources
+
+
+def needs(resources: Any) -> dict[str, float]:
+    return {k: v for k, v in (("CPU", resources.num_cpus), ("GPU", resources.num_gpus)) if v > 0}
+
+
+def fits(need: dict[str, float], have: dict[str, float]) -> int:
+    """How many times ``need`` fits in ``have`` (a stage that needs nothing fits any node)."""
+    return min((int(have.get(k, 0.0) // v) for k, v in need.items()), default=1 << 30)
+
+
+def fitting_replicas(resources: Any, nodes: Sequence[dict[str, Any]],
+                     reserved: Sequence[tuple[str | None, Any]] = ()) -> int:
+    """Replicas of a stage the nodes hold beside ``reserved``: per node (a replica never spans
+    nodes), bounded by the cluster's totals. A replica counts at least one CPU, so a stage declaring
+    a fraction of a core does not get a process per fraction. At least 1."""
+    need = needs(resources)
+    need["CPU"] = max(need.get("CPU", 0.0), 1.0)
+    free = {n["NodeID"]: dict(n["Resources"]) for n in nodes}
+    total: dict[str, float] = {}
+    for have in free.values():
+        for k, v in have.items():
+            total[k] = total.get(k, 0.0) + v
+    for node, res in reserved:
+        for k, v in needs(res).items():
+            total[k] = total.get(k, 0.0) - v
+            if node in free:
+                free[node][k] = free[node].get(k, 0.0) - v
+    return max(1, min(sum(fits(need, have) for have in free.values()), fits(need, total)))
