@@ -25,6 +25,9 @@ class ScriptedOptions(BaseModel):
                                  description="texts handed out in turn (cycled)")
     echo: bool = Field(False, description="answer with the last user message instead")
     delay_s: float = Field(0.0, ge=0.0, description="sleep this long per batch (latency stand-in)")
+    seconds_per_token: float = Field(
+        0.0, ge=0.0, description="also sleep this long per generated token (a calibrated decode cost: "
+                                 "a replica's throughput without using a core; bench/scale)")
     order: Literal["cycle", "hash"] = Field(
         "cycle", description="cycle: texts in turn; hash: picked by (prompt, sample index, seed), "
                              "so the same request always gets the same text, across processes")
@@ -78,13 +81,18 @@ class ScriptedSampler(Stage[ScriptedOptions]):
         self.requests_seen += len(requests)
         if self.options.delay_s:
             time.sleep(self.options.delay_s)
+        started = time.perf_counter()
         out = []
+        tokens = 0
         for req in requests:
             comps = []
             for i in range(req.params.n):
                 text = self._text(req, i)
                 comps.append(Completion(text=text, tokens=len(text.split()), finish_reason="stop"))
+                tokens += comps[-1].tokens
             out.append(SampleResult(completions=comps, model_version=self.model_version_for(req.adapter)))
+        if self.options.seconds_per_token:  # a batch costs its tokens x this (one sleep, less the work done)
+            time.sleep(max(0.0, tokens * self.options.seconds_per_token - (time.perf_counter() - started)))
         return out
 
 

@@ -71,6 +71,15 @@ class VLLMSampler(Stage[VLLMOptions]):
         self._path: Path | None = None
         self._lora_ids: dict[str, int] = {}
 
+    @classmethod
+    def resources_for(cls, options: BaseModel | None) -> Resources:
+        """What one replica needs with these options: the declared ``num_gpus`` for each GPU the
+        engine shards the model over (``engine_kwargs`` ``tensor_parallel_size`` x
+        ``pipeline_parallel_size``), so Ray gives the replica's actor all of them."""
+        kwargs = getattr(options, "engine_kwargs", None) or {}
+        shards = int(kwargs.get("tensor_parallel_size", 1)) * int(kwargs.get("pipeline_parallel_size", 1))
+        return cls.resources.model_copy(update={"num_gpus": cls.resources.num_gpus * shards})
+
     @property
     def opts(self) -> VLLMOptions:
         """The options (an older name of ``options``)."""

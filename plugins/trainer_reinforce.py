@@ -14,7 +14,10 @@ base model with the adapters disabled (peft's ``disable_adapter()``), so there i
 copy. This is enough for SCoRe: Stage I puts reward only on attempt 2 (per-turn rewards ``[0, r2]``)
 and a strong KL on attempt 1 (``turn_kl=[10, 1]``); Stage II uses ``r1 + r2 + alpha*(r2 - r1)``.
 Each optimizer step reports ``loss``, ``pg``, ``kl``, ``reward`` (the mean turn reward of its
-trajectories) and ``grad_norm`` (before clipping).
+trajectories) and ``grad_norm`` (before clipping). With ``num_workers`` > 1 (Ray Train) each worker
+takes its shard of every global batch, the token count that normalises the loss is the global
+batch's, and gradients are summed over the workers (engine.training.parallel), so the step is the
+one a single worker takes on the whole batch.
 What it is not: PPO (no clipping, no value model) or a sampler; it re-tokenizes the turns' text,
 which may differ from the sampled token ids at a few boundaries.
 """
@@ -31,6 +34,7 @@ from pydantic import Field
 from engine import hookimpl
 from engine.records import Record, Trajectory
 from engine.training.lora import LoraTrainer, TrainOptions
+from engine.training.parallel import all_reduce_sum, broadcast_params, sum_gradients, world
 from engine.training.protocol import Steps
 
 
@@ -134,10 +138,12 @@ class ReinforceTrainerStage(LoraTrainer[ReinforceOptions]):
         import torch
 
         opts = self.options
+        w = world()  # several data-parallel workers: each takes its shard of every global batch
         enc = [encode(tokenizer, r, opts.reward_field, opts.max_length) for r in rows]
         adv = advantages(enc, opts.baseline)
         device = next(model.parameters()).device.type
         params = [p for p in model.parameters() if p.requires_grad]
+        broadcast_params(params, w)
         optim = torch.optim.AdamW(params, lr=opts.learning_rate, weight_decay=0.0)
         gen = torch.Generator().manual_seed(self.seed)
         per_epoch = math.ceil(len(enc) / opts.batch_size)
@@ -153,23 +159,26 @@ class ReinforceTrainerStage(LoraTrainer[ReinforceOptions]):
                 if len(order) < opts.batch_size:
                     order += torch.randperm(len(enc), generator=gen).tolist()
                 pick, order = order[:opts.batch_size], order[opts.batch_size:]
-                t = batch_tensors(torch, [(enc[i], adv[i]) for i in pick], tokenizer.pad_token_id, device)
+                mine = pick[w.rank::w.size]
+                t = batch_tensors(torch, [(enc[i], adv[i]) for i in mine], tokenizer.pad_token_id, device)
                 logp = token_logps(torch, model, t)
                 with torch.no_grad(), model.disable_adapter():
                     ref = token_logps(torch, model, t)
                 d = ref - logp
                 kl = torch.exp(d) - d - 1 if opts.kl_estimator == "k3" else -d
                 pg = -t["adv"] * logp
-                n_tok = t["mask"].sum().clamp(min=1.0)
-                pg_loss = (pg * t["mask"]).sum() / n_tok
-                kl_loss = (kl * t["kl"] * t["mask"]).sum() / n_tok
-                loss = (pg_loss + opts.kl_beta * kl_loss) / opts.grad_accum
+                [n_tok] = all_reduce_sum([t["mask"].sum().item()], w)  # tokens of the global batch
+                n_tok = max(n_tok, 1.0)
+                pg_sum = (pg * t["mask"]).sum()
+                kl_sum = (kl * t["kl"] * t["mask"]).sum()
+                loss = (pg_sum + opts.kl_beta * kl_sum) / (n_tok * opts.grad_accum)
                 loss.backward()
-                stats = {"loss": pg_loss.item() + opts.kl_beta * kl_loss.item(), "pg": pg_loss.item(),
-                         "kl": kl_loss.item()}
+                pg_loss, kl_loss = (v / n_tok for v in all_reduce_sum([pg_sum.item(), kl_sum.item()], w))
+                stats = {"loss": pg_loss + opts.kl_beta * kl_loss, "pg": pg_loss, "kl": kl_loss}
                 picked = [r for i in pick for r in enc[i].rewards]
                 for k, v in dict(stats, reward=sum(picked) / len(picked)).items():
                     acc[k] += v / opts.grad_accum
+            sum_gradients(params, w)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, opts.max_grad_norm)
             optim.step()
             steps.append(dict(acc, grad_norm=float(grad_norm), step=float(step)))

@@ -10,6 +10,9 @@ is more than a slack above the least loaded. Results come back in input order. L
 by a driver-side directory are shipped once per content hash through the object store; each
 replica writes its own copy (engine.runtime.ray_services.ServiceActor). ``replicas: auto`` is as
 many as the cluster's resources fit (a sampler) or one per node that fits it (a sandbox, pinned).
+Faults: Ray restarts a replica whose process or node died and retries its calls (an unpinned one
+lands on another node: the pool is refilled); a replica that cannot come back (pinned to a lost
+node, or out of restarts) is dropped and its chunks go to the survivors (the pool shrinks).
 What it is not: a cache (engine.sampling.cache sits in front of it), or a scheduler thread: the
 driver only dispatches and waits inside a verb call.
 """
@@ -33,6 +36,7 @@ CHUNKS_PER_REPLICA = 4  # a batch is cut into about this many chunks per replica
 MIN_CHUNK = 16  # ...of at least this much work (requests x n; jobs for a sandbox)...
 MAX_CHUNK = 512  # ...and at most this much, unless one request alone is bigger
 DEPTH = 2  # calls queued on a replica: one running, one waiting, so it never idles between chunks
+GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError)  # a replica that is lost
 
 
 def affinity_key(item: Any) -> int | None:
@@ -94,6 +98,7 @@ class Balancer:
     calls: list[int] = field(default_factory=list)
     queues: dict[int | None, deque[Chunk]] = field(default_factory=dict)
     queued: dict[int | None, int] = field(default_factory=dict)  # work waiting in each queue
+    dead: set[int] = field(default_factory=set)  # replicas lost during this batch
 
     def __post_init__(self) -> None:
         self.load = [0] * self.replicas
@@ -106,7 +111,8 @@ class Balancer:
 
     def next(self) -> tuple[int, Chunk] | None:
         """(replica, chunk) to dispatch now, or None when every replica is full or nothing is left."""
-        free = sorted((r for r in range(self.replicas) if self.calls[r] < DEPTH), key=lambda r: self.load[r])
+        free = sorted((r for r in range(self.replicas) if self.calls[r] < DEPTH and r not in self.dead),
+                      key=lambda r: self.load[r])
         waiting = {k: q for k, q in self.queues.items() if q}
         if not free or not waiting:
             return None
@@ -127,6 +133,13 @@ class Balancer:
     def done(self, replica: int, chunk: Chunk) -> None:
         self.load[replica] -= chunk.work
         self.calls[replica] -= 1
+
+    def lost(self, replica: int, chunk: Chunk) -> None:
+        """``replica`` died with ``chunk``: it takes nothing more; the chunk and the ones waiting
+        for it go to any replica."""
+        self.dead.add(replica)
+        self.queued.pop(replica, None)
+        self.add([Chunk(c.indices, c.work, None) for c in (chunk, *self.queues.pop(replica, ()))])
 
 
 class ReplicaPool:
@@ -181,17 +194,30 @@ class ReplicaPool:
                 ref = self.actors[replica].run.remote(method, batch, {a: shipped[a] for a in chunk_adapters})
                 in_flight[ref] = step
             if not in_flight:
+                self._drop(balancer.dead)
                 return out
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in ready:
                 replica, chunk = in_flight.pop(ref)
-                answers = ray.get(ref)
+                balancer.done(replica, chunk)
+                try:
+                    answers = ray.get(ref)
+                except GONE:  # the chunk is redone by a survivor; the lost call's answers never count
+                    balancer.lost(replica, chunk)
+                    if len(balancer.dead) == len(self.actors):
+                        raise
+                    continue
                 if len(answers) != len(chunk.indices):
                     raise RuntimeError(f"{self.name!r} answered {len(answers)} of {len(chunk.indices)} items")
                 for i, answer in zip(chunk.indices, answers, strict=True):
                     out[i] = answer
-                balancer.done(replica, chunk)
                 self.work_done[replica] += chunk.work
+
+    def _drop(self, dead: set[int]) -> None:
+        """Forget the replicas lost in a batch: later batches are planned over the survivors."""
+        for r in sorted(dead, reverse=True):
+            ray.kill(self.actors[r])
+            del self.actors[r], self.pins[r], self.work_done[r]
 
     def sample(self, requests: Sequence[Any]) -> list[Any]:
         return self._run("sample", requests)

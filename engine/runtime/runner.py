@@ -244,10 +244,10 @@ class Runner:
                             parent=parent)
         out_dir = self.run_dir / "adapters" / f"iter{self.iteration}-{role}"
         t0 = time.perf_counter()
-        trainer = self.instantiate(bound, stage_role)
-        t_train = time.perf_counter()
-        new: ModelVersion = trainer.train(list(examples), base, str(out_dir))  # type: ignore[attr-defined]
-        self.service_seconds += time.perf_counter() - t_train
+        from engine.runtime.training import run_training  # on a Ray worker, or in process with Ray off
+
+        new = run_training(bound, self.context(), list(examples), base, str(out_dir), self.config.runtime.ray)
+        self.service_seconds += time.perf_counter() - t0
         self.store.add_model_version(
             new.id, run_id=self.run_id, base_model=new.base_model, adapter_path=new.adapter_path,
             checkpoint_hash=new.checkpoint_hash, parent_version=parent, execution_id=exec_id,

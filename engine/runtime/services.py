@@ -39,7 +39,11 @@ class Services:
             counts = [cfg.sampler.replicas, cfg.sandbox.replicas if cfg.sandbox else 1]
             needed = [stage_resources(b.info.cls, b.options).num_cpus * (n if isinstance(n, int) else 1)
                       for b, n in zip(bound, counts, strict=False)]  # "auto": at least one
-            started = start_ray(cfg.runtime.address, cfg.runtime.num_cpus, sum(needed))
+            from engine.runtime.training import training_cpus
+
+            # a local Ray offers what the services hold for the whole run plus room for a training
+            started = start_ray(cfg.runtime.address, cfg.runtime.num_cpus,
+                                sum(needed) + training_cpus(resolved))
             box = resolved.sandbox
             made: list[Any] = [] if box is None else [ReplicaPool.create(box.info.cls, box.options, ctx,
                                                                           counts[1])]

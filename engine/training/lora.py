@@ -12,8 +12,12 @@ weights hash the same run after run) and hashed (``adapter_files_hash``) into a 
 ``ModelVersion`` that carries the per-step metrics. Helpers for TRL-based ``fit``s:
 ``trainer_args`` (no reporting, checkpoints or hub; a log entry per optimizer step) and
 ``LoraTrainer.run_trl`` (trains without console output, returns the per-step metrics).
-What it is not: a trainer (sft, dpo and reinforce are plugins). torch, transformers, peft, trl and
-datasets are imported inside the functions that need them.
+``num_workers`` > 1 asks the runtime for data-parallel training (Ray Train): ``batch_size`` stays the
+global batch, split evenly over the workers (engine.training.parallel), so the loss curve does not
+depend on the number of workers. TRL's trainers pick up torch.distributed themselves.
+What it is not: a trainer (sft, dpo and reinforce are plugins) or a launcher (engine/runtime/training.py
+starts the workers; nothing here imports ray). torch, transformers, peft, trl and datasets are
+imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from engine.contracts import Resources, Stage, StageKind
 from engine.records import Record
+from engine.training.parallel import per_worker_batch, world
 from engine.training.protocol import ModelVersion, Steps, adapter_files_hash, version_id
 
 
@@ -58,6 +63,8 @@ class TrainOptions(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    num_workers: int = Field(1, ge=1, description="data-parallel workers (Ray Train, each with the trainer's "
+                                                  "declared resources); batch_size is the global batch")
     max_length: int = Field(512, ge=8, description="tokens per sequence (prompt + completion)")
     seed: int | None = Field(None, description="default: the seed the runtime gives the stage")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
@@ -68,6 +75,16 @@ class TrainOptions(BaseModel):
     num_threads: int | None = Field(None, description="torch CPU threads; default: torch's")
     cache_dir: str | None = Field(None, description="where converted base models live")
     verbose: bool = Field(False, description="show library logs and progress bars")
+
+
+    @field_validator("num_workers")
+    @classmethod
+    def _divides_batch(cls, n: int, info: ValidationInfo) -> int:
+        batch = info.data.get("batch_size")
+        if batch is not None and batch % n:
+            raise ValueError(f"num_workers {n} must divide batch_size {batch} (the global batch, split "
+                             f"evenly over the workers)")
+        return n
 
 
 TrainOptionsT = TypeVar("TrainOptionsT", bound=TrainOptions)
@@ -209,18 +226,19 @@ def quiet(verbose: bool) -> Iterator[None]:
 def trainer_args(opts: TrainOptions, seed: int, output_dir: str) -> dict[str, Any]:
     """Keyword arguments for a TRL config (a ``transformers.TrainingArguments`` subclass): no
     reporting, checkpoints or hub; one log entry per optimizer step (kept off the console by
-    :meth:`LoraTrainer.run_trl`)."""
+    :meth:`LoraTrainer.run_trl`); under torch.distributed, each worker's share of the global batch."""
     device, dtype = device_and_dtype(opts)
     import torch
 
     return dict(
-        output_dir=output_dir, per_device_train_batch_size=opts.batch_size,
+        output_dir=output_dir, per_device_train_batch_size=per_worker_batch(opts.batch_size, world().size),
         gradient_accumulation_steps=opts.grad_accum, learning_rate=opts.learning_rate,
         num_train_epochs=opts.epochs, max_steps=opts.max_steps or -1, seed=seed, data_seed=seed,
         max_length=opts.max_length, report_to=[], logging_strategy="steps", logging_steps=1,
         logging_first_step=False, save_strategy="no", disable_tqdm=not opts.verbose,
         dataloader_num_workers=0, use_cpu=device == "cpu", bf16=dtype == torch.bfloat16 and device == "cuda",
         warmup_steps=0, gradient_checkpointing=opts.gradient_checkpointing,
+        ddp_find_unused_parameters=False,  # every trainable LoRA weight takes part in the forward pass
     )
 
 

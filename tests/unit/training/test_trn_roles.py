@@ -57,8 +57,8 @@ def counting_plugin() -> types.ModuleType:
 
 def make_runner(tmp_path: Path, store: LineageStore) -> Runner:
     pm = create_plugin_manager(entry_points=False, plugins=[counting_plugin()])
-    resolved = load_config(CONFIG, [f"output_dir={tmp_path}", "trainer.name=counting",
-                                    "trainers.refiner.name=other"], pm)
+    resolved = load_config(CONFIG, [f"output_dir={tmp_path}", "trainer.name=counting", "runtime.ray=false",
+                                    "trainers.refiner.name=other"], pm)  # in process: CALLS is seen here
     store.create_run("r1", config={}, config_hash="h", code_version="t", loop="self", name=None)
     return Runner("r1", tmp_path, resolved, pm, store, iteration=1)
 
