@@ -106,3 +106,39 @@ def package_tests_pass() -> Callable[[Path, str], None]:
         assert "1 passed" in result.stdout
 
     return check
+
+
+class RayProcesses:
+    """For tests that start their own ``ray start`` processes: free loopback ports, and killing a
+    process session (each ``ray start --block`` runs in its own, with its raylet, GCS and workers),
+    so a test never needs ``ray stop``, which would kill every Ray on the machine."""
+
+    @staticmethod
+    def free_ports(n: int) -> list[int]:
+        import socket
+
+        socks = [socket.socket() for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in socks]
+        for s in socks:
+            s.close()
+        return ports
+
+    @staticmethod
+    def kill_session(sid: int) -> None:
+        """SIGKILL every process of session ``sid``."""
+        import os
+        import signal
+
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                if os.getsid(pid) == sid:
+                    os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture(scope="session")
+def ray_procs() -> type[RayProcesses]:
+    return RayProcesses

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,32 +29,12 @@ CONFIG = ROOT / "configs" / "demo-scripted.yaml"
 ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL every process of the head's session (its workers included)."""
-    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            if os.getsid(pid) == sid:
-                os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 @pytest.fixture(scope="module")
-def head() -> Iterator[str]:
+def head(ray_procs: Any) -> Iterator[str]:
     """A Ray head with a job server; yields the job server's URL."""
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent))
     assert ray_bin, "ray CLI is installed with the ray package"
-    gcs, dashboard, client, agent = _free_ports(4)
+    gcs, dashboard, client, agent = ray_procs.free_ports(4)
     temp = tempfile.mkdtemp(prefix="adj", dir="/tmp")  # short: Ray's socket paths live under it
     log = open(Path(temp) / "head.log", "w")  # noqa: SIM115
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
@@ -76,7 +55,7 @@ def head() -> Iterator[str]:
             time.sleep(1)
         yield url
     finally:
-        _kill_session(proc.pid)
+        ray_procs.kill_session(proc.pid)
         proc.wait(timeout=30)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
@@ -148,12 +127,12 @@ def test_submitted_run_outlives_its_client_and_finishes(head: str, tmp_path: Pat
     assert stopped.returncode == 0 and "SUCCEEDED: nothing to stop" in stopped.stdout
 
 
-def test_unknown_job_and_unreachable_address_are_one_line_errors(head: str) -> None:
+def test_unknown_job_and_unreachable_address_are_one_line_errors(head: str, ray_procs: Any) -> None:
     unknown = cli("logs", "no-such-job", "--address", head)
     assert unknown.returncode == 2
     assert unknown.stderr.startswith(f"error: no job 'no-such-job' on the cluster at {head}")
     assert len(unknown.stderr.strip().splitlines()) == 1
-    (closed,) = _free_ports(1)
+    (closed,) = ray_procs.free_ports(1)
     gone = cli("runs", "--address", f"http://127.0.0.1:{closed}")
     assert gone.returncode == 2 and len(gone.stderr.strip().splitlines()) == 1
     assert gone.stderr.startswith(f"error: cannot reach the Ray job server at http://127.0.0.1:{closed}")

@@ -7,9 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,14 +51,17 @@ def test_sampler_actor_killed_mid_batch_is_restarted_and_batch_retried(local_ray
     assert local_ray.get(proxy.actor.pid.remote()) != first_pid
 
 
-def test_run_joins_existing_cluster(tmp_path: Path) -> None:
+def test_run_joins_existing_cluster(tmp_path: Path, ray_procs: Any) -> None:
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent))
     assert ray_bin, "ray CLI is installed with the ray package"
     env = {**os.environ, **ENV, "RAY_AUTH_MODE": "disabled"}
-    port = 26379 + os.getpid() % 1000  # outside the worker port range
-    subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                    "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                   check=True, env=env, capture_output=True, timeout=120)
+    (port,) = ray_procs.free_ports(1)
+    temp = tempfile.mkdtemp(prefix="adj", dir="/tmp")  # short: Ray's socket paths live under it
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                             f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                             "--disable-usage-stats", f"--temp-dir={temp}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
         result = subprocess.run(
             [sys.executable, "-m", "engine.cli", "run", str(CONFIG), f"output_dir={tmp_path}",
@@ -65,8 +70,10 @@ def test_run_joins_existing_cluster(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr[-3000:]
         (run_dir,) = tmp_path.iterdir()
         assert '"status": "finished"' in (run_dir / "run.json").read_text()
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    finally:  # only this head's processes: `ray stop` would stop every Ray on the machine
+        ray_procs.kill_session(head.pid)
+        head.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _actor_pids() -> set[int]:

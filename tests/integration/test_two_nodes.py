@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,26 +37,6 @@ class TwoNodes:
     gcs: str  # 127.0.0.1:P, what runtime.address takes
     dashboard: str  # the state API's address
     worker_node_id: str
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _kill_session(sid: int) -> None:
-    """SIGKILL every process of one ``ray start``'s session (its raylet, GCS and workers)."""
-    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            if os.getsid(pid) == sid:
-                os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _env() -> dict[str, str]:
@@ -81,12 +60,12 @@ def _nodes(gcs: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def two_nodes() -> Iterator[TwoNodes]:
+def two_nodes(ray_procs: Any) -> Iterator[TwoNodes]:
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent))
     assert ray_bin, "ray CLI is installed with the ray package"
     subprocess.run([ray_bin, "get-auth-token", "--generate"], env=_env(), capture_output=True, check=True,
                    timeout=60)
-    gcs, dashboard, client, *agents = _free_ports(7)
+    gcs, dashboard, client, *agents = ray_procs.free_ports(7)
     temp = tempfile.mkdtemp(prefix="ad2n", dir="/tmp")  # short: Ray's socket paths live under it
     log = open(Path(temp) / "nodes.log", "w")  # noqa: SIM115
     common = ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
@@ -114,7 +93,7 @@ def two_nodes() -> Iterator[TwoNodes]:
         yield TwoNodes(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", str(joined["id"]))
     finally:
         for proc in reversed(procs):
-            _kill_session(proc.pid)
+            ray_procs.kill_session(proc.pid)
             proc.wait(timeout=30)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
