@@ -76,15 +76,20 @@ def plan_chunks(items: Sequence[Any], replicas: int, min_chunk: int = MIN_CHUNK,
         groups.setdefault(None if key is None else key % replicas, []).append(i)
     chunks: list[Chunk] = []
     for prefer, indices in groups.items():
+        mine: list[Chunk] = []
         chunk = Chunk([], 0, prefer)
         for i in indices:
             chunk.indices.append(i)
             chunk.work += works[i]
             if chunk.work >= target:
-                chunks.append(chunk)
+                mine.append(chunk)
                 chunk = Chunk([], 0, prefer)
-        if chunk.indices:
-            chunks.append(chunk)
+        if chunk.indices and mine and chunk.work < target // 2:  # a small tail joins the chunk before
+            mine[-1].indices += chunk.indices  # (a batched decoder runs it in the same pass)
+            mine[-1].work += chunk.work
+        elif chunk.indices:
+            mine.append(chunk)
+        chunks += mine
     return chunks
 
 
