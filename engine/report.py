@@ -10,6 +10,7 @@ with the non-interactive Agg backend.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +47,11 @@ def plot_report(store: Any, run_id: str, out_dir: Path) -> list[Path]:
     written = []
     metrics = queries.metrics(store, run_id)
     if metrics:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for name in dict.fromkeys(f"{m['evaluator']}/{m['metric']}" for m in metrics):
-            pts = [(m["iteration"], m["value"]) for m in metrics if f"{m['evaluator']}/{m['metric']}" == name]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-        ax.set_xlabel("iteration (0 = base model)")
-        ax.set_ylabel("value")
-        ax.set_title(f"metrics of {run_id}")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        written.append(_save(fig, out_dir / "metrics.png"))
+        series: dict[str, list[tuple[float, float]]] = {}
+        for m in metrics:
+            series.setdefault(f"{m['evaluator']}/{m['metric']}", []).append((m["iteration"], m["value"]))
+        written.append(_lines(plt, series, "iteration (0 = base model)", "value", f"metrics of {run_id}",
+                              out_dir / "metrics.png"))
     funnel = [r for r in queries.funnel(store, run_id) if r["iteration"] > 0]
     if funnel:
         roles = list(dict.fromkeys(r["role"] for r in funnel))
@@ -74,17 +70,24 @@ def plot_report(store: Any, run_id: str, out_dir: Path) -> list[Path]:
         written.append(_save(fig, out_dir / "funnel.png"))
     curves = loss_curves(store, run_id)
     if curves:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for (it, role), pts in curves.items():
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50 else None,
-                    label=f"iteration {it} {role}")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("training loss")
-        ax.set_title(f"training loss of {run_id}")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        written.append(_save(fig, out_dir / "loss.png"))
+        written.append(_lines(plt, {f"iteration {it} {role}": pts for (it, role), pts in curves.items()},
+                              "optimizer step", "training loss", f"training loss of {run_id}",
+                              out_dir / "loss.png"))
     return written
+
+
+def _lines(plt: Any, series: Mapping[str, Sequence[tuple[float, float]]], xlabel: str, ylabel: str,
+           title: str, path: Path) -> Path:
+    """One line per series (points marked when there are few), labelled, gridded, saved as PNG."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, pts in series.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) < 50 else None, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
 
 
 def loss_curves(store: Any, run_id: str, metric: str = "loss") -> Curves:

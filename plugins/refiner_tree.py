@@ -102,23 +102,19 @@ class TreeSearchRefiner(Stage[TreeOptions]):
     accepts = ("response", "critique")
     produces = ("refinement",)
 
-    @property
-    def opts(self) -> TreeOptions:
-        return self.options
-
     @cached_property
     def critic(self) -> Critic:
         """The node judge: the registered ``llm-judge`` with this search's ``judge`` options."""
         quiet = replace(self.context, progress=lambda n: None)  # progress counts finished roots
-        return cast(Critic, quiet.make_stage("critic", "llm-judge", self.opts.judge))
+        return cast(Critic, quiet.make_stage("critic", "llm-judge", self.options.judge))
 
     def messages(self, responses: Sequence[Response], critiques: Sequence[Critique]) -> list[Messages]:
         """The rewrite chats of (node, its critique) pairs."""
-        return refine_messages(responses, critiques, self.opts.refine)
+        return refine_messages(responses, critiques, self.options.refine)
 
     def completion(self, output: Refinement) -> str:
         """What the model writes for ``output``: its text between the markers."""
-        return f"{self.opts.refine.start_marker}{output.text}{self.opts.refine.end_marker}"
+        return f"{self.options.refine.start_marker}{output.text}{self.options.refine.end_marker}"
 
     def refine(self, responses: Sequence[Response], critiques: Sequence[Critique]) -> list[Refinement]:
         if len(responses) != len(critiques):
@@ -126,11 +122,11 @@ class TreeSearchRefiner(Stage[TreeOptions]):
         for r, c in zip(responses, critiques, strict=True):
             if (judged := c.parent_ids("judges")) and r.id not in judged:
                 raise ValueError(f"critique {c.id} judges {judged[0]}, not its paired response {r.id}")
-        trees = [_Tree(root=r, left=self.opts.budget, base=r.depth if isinstance(r, Refinement) else 0,
+        trees = [_Tree(root=r, left=self.options.budget, base=r.depth if isinstance(r, Refinement) else 0,
                        crits={r.id: c}, todo=[r]) for r, c in zip(responses, critiques, strict=True)]
         step = 0
         while active := [t for t in trees if not t.done]:
-            if self.opts.strategy == "bfs":
+            if self.options.strategy == "bfs":
                 self._bfs_step(active, step)
             else:
                 self._dfs_step(active, step)
@@ -147,33 +143,33 @@ class TreeSearchRefiner(Stage[TreeOptions]):
         plan = []
         for tree in trees:  # the level's parents, best first, as many children as the budget allows
             for parent in tree.todo:
-                count = min(self.opts.branch, tree.left)
+                count = min(self.options.branch, tree.left)
                 if count:
                     plan.append((tree, parent, count))
                     tree.left -= count
         for tree, children in zip(trees, self._expand(plan, trees, step), strict=True):
             ranked = _ranked(children)
-            if self._stop(tree, ranked) or step + 1 >= self.opts.depth:
+            if self._stop(tree, ranked) or step + 1 >= self.options.depth:
                 tree.done = True
-            tree.todo = list(ranked[:self.opts.select])
+            tree.todo = list(ranked[:self.options.select])
 
     def _dfs_step(self, trees: list[_Tree], step: int) -> None:
         plan = []
         for tree in trees:
             parent = tree.todo.pop()
-            count = min(self.opts.branch, tree.left)
+            count = min(self.options.branch, tree.left)
             plan.append((tree, parent, count))
             tree.left -= count
         for tree, children in zip(trees, self._expand(plan, trees, step), strict=True):
             ranked = _ranked(children)
             if not self._stop(tree, ranked):  # push the selected children, the best on top
-                deeper = [n for n in ranked[:self.opts.select] if tree.level(n) < self.opts.depth]
+                deeper = [n for n in ranked[:self.options.select] if tree.level(n) < self.options.depth]
                 tree.todo.extend(reversed(deeper))
             tree.done = tree.done or not tree.todo
 
     def _stop(self, tree: _Tree, ranked: list[Refinement]) -> bool:
         """Done when the best new child passes the gate (it is final) or the budget is spent."""
-        if ranked and (ranked[0].value or 0.0) > self.opts.gate:
+        if ranked and (ranked[0].value or 0.0) > self.options.gate:
             tree.final = ranked[0]
             tree.done = True
         elif tree.left <= 0:
@@ -184,7 +180,7 @@ class TreeSearchRefiner(Stage[TreeOptions]):
     def _expand(self, plan: list[tuple[_Tree, Response, int]], trees: list[_Tree],
                 step: int) -> list[list[Refinement]]:
         """Children made for each tree of ``trees`` (in order) from the planned (tree, parent, count)."""
-        opts = self.opts
+        opts = self.options
         made: dict[int, list[Refinement]] = {id(t): [] for t in trees}
         if not plan:
             return [made[id(t)] for t in trees]

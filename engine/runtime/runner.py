@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.contracts import VERBS, Stage, StageContext, build_stage, kinds_fit
+from engine.contracts import VERBS, Role, Stage, StageContext, build_stage, kinds_fit
 from engine.records import Link, Record, StageError
 
 if TYPE_CHECKING:
@@ -96,8 +96,7 @@ class Runner:
         """The stage bound to ``role`` (None for an optional role left unbound), with this run's
         context: a loop reads a stage's public helpers through it (``runner.stage("judge")
         .messages(responses)``, engine.contracts.Prompted) instead of importing its module."""
-        if role not in self.resolved.loop.info.cls.roles:
-            raise KeyError(f"loop {self.resolved.loop.info.name!r} has no role {role!r}")
+        self._role(role)
         bound = self.resolved.stages.get(role)
         return self.instantiate(bound, role) if bound is not None else None
 
@@ -148,14 +147,18 @@ class Runner:
     def _check_kinds(self, role: str, what: str, records: Sequence[Any], side: str) -> None:
         """The records a role is handed (``takes``) or gives back (``gives``) are of the kinds the loop
         declared for it: a loop or stage that breaks its declaration fails here, naming the role."""
-        roles = self.resolved.loop.info.cls.roles
-        if role not in roles:
-            raise KeyError(f"loop {self.resolved.loop.info.name!r} has no role {role!r}")
-        allowed = getattr(roles[role], side)
+        allowed = getattr(self._role(role), side)
         kinds = sorted({r.kind for r in records if isinstance(r, Record)})
         if not kinds_fit(kinds, allowed, self.record_kinds):
             raise TypeError(f"role {role!r} of loop {self.resolved.loop.info.name!r}: {what} "
                             f"[{', '.join(kinds)}], but the role {side} [{', '.join(allowed)}]")
+
+    def _role(self, role: str) -> Role:
+        """The loop's declaration of ``role``; KeyError naming the loop for a role it lacks."""
+        roles: dict[str, Role] = self.resolved.loop.info.cls.roles
+        if role not in roles:
+            raise KeyError(f"loop {self.resolved.loop.info.name!r} has no role {role!r}")
+        return roles[role]
 
     @cached_property
     def record_kinds(self) -> dict[str, type[Record]]:

@@ -48,18 +48,17 @@ def chat(prompt: str, start: str = "") -> Messages:
 
 def sample_chats(context: StageContext, stage: str, chats: Sequence[Messages], opts: SamplingOptions,
                  n: int | None = None, seed_offset: int = 0, max_tokens: int | None = None,
-                 stop: Sequence[str] = (), adapter_role: str | None | bool = True,
+                 stop: Sequence[str] = (),
                  ) -> list[tuple[list[str], str | None]]:
     """Sample ``n`` (default ``opts.n``) completions for each whole chat, in ONE sampler call.
 
     A chat may hold any number of turns; when its last message is the assistant's, the model
     continues that text and the returned texts include it. The adapter is that of
-    ``opts.adapter_role`` in the run's current model version (``adapter_role=`` overrides it; None:
-    the base model). Returns (texts, model version) per chat, in input order.
+    ``opts.adapter_role`` in the run's current model version (None: the base model). Returns
+    (texts, model version) per chat, in input order.
     """
     sampler = context.require_sampler(stage)
-    role = opts.adapter_role if adapter_role is True else adapter_role
-    adapter = context.adapters.get(role) if isinstance(role, str) else None
+    adapter = context.adapters.get(opts.adapter_role) if opts.adapter_role else None
     requests = [
         SampleRequest.chat(
             list(msgs), n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
