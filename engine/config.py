@@ -61,6 +61,8 @@ class RuntimeConfig(BaseModel):
     address: str | None = Field(None, description="Ray address; null starts a local Ray on 127.0.0.1")
     num_cpus: int | None = Field(None, ge=1)
     ray: bool = Field(True, description="false runs stages in-process (tests, debugging)")
+    chunk_size: int = Field(1024, ge=1, le=1_000_000,
+                            description="records per chunk of a streamed stage (runner.stream)")
 
 
 class StoreConfig(BaseModel):

@@ -62,16 +62,15 @@ class SelfCodeAlign(Stage[SelfCodeAlignOptions]):
         seeds = runner.call("seeds", requests)
         concepts = runner.call("concepts", seeds)
         tasks = runner.call("tasks", concepts)
-        responses: list[Response] = runner.call("responses", tasks)
-        executions: list[Execution] = runner.call("execute", responses)
-        passing = [e for e in runner.call("passed", executions) if isinstance(e, Execution)]
-        by_id = {r.id: r for r in responses}
-        passed_responses, execution_of = [], {}
+        # streamed: each chunk of responses is executed while the next is sampled, and only the
+        # passing executions are held here, with the responses behind them read back from lineage
+        responses = runner.stream("responses", tasks)
+        executions = runner.stream("execute", responses)
+        passing = [e for e in runner.stream("passed", executions).records() if isinstance(e, Execution)]
+        execution_of: dict[str, Execution] = {}
         for ex in passing:
-            resp = by_id.get(next(iter(ex.parent_ids()), ""))
-            if resp is not None and resp.id not in execution_of:
-                execution_of[resp.id] = ex
-                passed_responses.append(resp)
+            execution_of.setdefault(next(iter(ex.parent_ids()), ""), ex)
+        passed_responses = [r for r in runner.records(list(execution_of)) if isinstance(r, Response)]
         if opts.one_per_task:
             passed_responses = _first_per_task(passed_responses)
         kept = runner.call("dedup", passed_responses)

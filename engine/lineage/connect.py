@@ -21,7 +21,11 @@ from engine.lineage.errors import StoreError, StoreNotFound
 
 STORE_FILE = "lineage.sqlite"
 CONNECT_TIMEOUT_S = 10
-CACHE_KIB = 64 * 1024  # SQLite page cache per connection: random-key index inserts stay in memory
+CACHE_KIB = 64 * 1024  # SQLite page cache of a query connection, and of a store's one writer
+# connection (LineageStore._write): random-key index inserts stay in memory. The other pooled
+# connections of a store it writes only look records up: a small cache each keeps the driver's
+# memory flat however large a streamed stage gets.
+READ_CACHE_KIB = 8 * 1024
 MMAP_BYTES = 256 * 1024 * 1024
 WAL_CHECKPOINT_PAGES = 10_000  # ~40 MB of WAL between checkpoints: fewer rewrites of hot index pages
 
@@ -107,8 +111,9 @@ def _sqlite_engine(u: URL, *, read_only: bool, must_exist: bool) -> Engine:
         try:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
-            cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            cur.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+            cur.execute(f"PRAGMA cache_size=-{CACHE_KIB if read_only else READ_CACHE_KIB}")
+            if read_only:  # a writer reads little; mapped pages would only add to its resident set
+                cur.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             if wal:
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=FULL")  # batched writes make a flush per commit cheap

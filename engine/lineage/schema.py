@@ -1,5 +1,5 @@
-"""SQLAlchemy models of the lineage store: runs, iterations, stage executions, records, outputs,
-edges, model versions, training data, metrics and training steps.
+"""SQLAlchemy models of the lineage store: runs, iterations, stage executions and their chunks,
+records, outputs, edges, model versions, training data, metrics and training steps.
 
 What it is: the table definitions the store and the queries read and write (as Core tables via
 ``Model.__table__``). What it is not: the migrations (engine/lineage/migrations holds frozen
@@ -93,6 +93,26 @@ class StageExecution(Base):
     n_out: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     finished: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class StageChunk(Base):
+    """Chunk ``chunk`` of a streamed stage execution finished: its outputs are the execution's
+    ``outputs`` rows with ``seq`` in [seq0, seq0 + n_out), its side outputs the ``n_side`` after them.
+    Written in the same transaction as those rows, so a chunk is either whole or absent: a resumed
+    run redoes only the chunks without a row (those in flight), and ``inputs_hash`` (of the chunk's
+    input ids) makes it redo a chunk whose inputs changed."""
+
+    __tablename__ = "stage_chunks"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("stage_executions.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    chunk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    inputs_hash: Mapped[str] = mapped_column(String(64))
+    seq0: Mapped[int]
+    n_in: Mapped[int]
+    n_out: Mapped[int]
+    n_side: Mapped[int]
+    seconds: Mapped[float] = mapped_column(Float)
 
 
 class RecordRow(Base):
@@ -199,6 +219,7 @@ metadata = Base.metadata
 runs = cast(Table, Run.__table__)
 iterations = cast(Table, Iteration.__table__)
 stage_executions = cast(Table, StageExecution.__table__)
+stage_chunks = cast(Table, StageChunk.__table__)
 records = cast(Table, RecordRow.__table__)
 outputs = cast(Table, Output.__table__)
 edges = cast(Table, Edge.__table__)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.lineage import schema as t
 from engine.lineage.bulk import insert_rows
-from engine.lineage.connect import STORE_FILE, describe_error, make_engine, parse_url, safe_url, sqlite_path
+from engine.lineage.chunks import StageChunks
+from engine.lineage.connect import (
+    CACHE_KIB,
+    STORE_FILE,
+    describe_error,
+    make_engine,
+    parse_url,
+    safe_url,
+    sqlite_path,
+)
 from engine.lineage.errors import StoreError, StoreNotFound, UnknownRecord
 from engine.lineage.migrate import ensure_schema, needs_upgrade
 from engine.lineage.rows import RecordRows, load_records
@@ -50,7 +60,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class LineageStore:
+class LineageStore(StageChunks):
     """A lineage database. Open with :meth:`open` or :meth:`for_run_dir`; close when done."""
 
     def __init__(self, engine: Engine, url: str, kinds: dict[str, type[Record]] | None = None) -> None:
@@ -59,6 +69,8 @@ class LineageStore:
         self.kinds = kinds
         self.dialect = engine.dialect.name
         self._next_seq: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._writer: Connection | None = None
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -90,6 +102,10 @@ class LineageStore:
         return cls.open(f"sqlite:///{path}", create=create, kinds=kinds)
 
     def close(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
 
     def __enter__(self) -> LineageStore:
@@ -102,11 +118,24 @@ class LineageStore:
         return postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
 
     def _write(self, fn: Any, *args: Any) -> Any:
-        try:
-            with self.engine.begin() as conn:
-                return fn(conn, *args)
-        except SQLAlchemyError as exc:
-            raise describe_error(exc, self.url) from None
+        """Run ``fn(conn, *args)`` in one transaction on the store's one writer connection, one
+        writer at a time (streamed stages write from their own threads). One connection keeps one
+        page cache, valid from one write to the next (connect.CACHE_KIB)."""
+        with self._lock:
+            try:
+                if self._writer is None or self._writer.closed or self._writer.invalidated:
+                    self._writer = self.engine.connect()
+                    if self.dialect == "sqlite":
+                        self._writer.exec_driver_sql(f"PRAGMA cache_size=-{CACHE_KIB}")
+                        self._writer.commit()
+                with self._writer.begin():
+                    return fn(self._writer, *args)
+            except SQLAlchemyError as exc:
+                self._next_seq.clear()
+                raise describe_error(exc, self.url) from None
+            except BaseException:
+                self._next_seq.clear()
+                raise
 
     # ---------------------------------------------------------------- runs and stages
     def create_run(self, run_id: str, *, config: dict[str, Any], config_hash: str, code_version: str,
@@ -179,22 +208,20 @@ class LineageStore:
         if not records:
             return 0
         rows = RecordRows.build(run_id, iteration, execution_id, records)
+        return int(self._write(lambda conn: self._append(conn, execution_id, rows)[1]))
 
-        def go(conn: Connection) -> int:
-            start = self._next_seq.get(execution_id)
-            if start is None:
-                o = t.outputs.c
-                start = conn.execute(select(func.coalesce(func.max(o.seq) + 1, 0))
-                                     .where(o.execution_id == execution_id)).scalar_one()
-            n = insert_rows(conn, rows, rows.outputs(execution_id, start))
-            self._next_seq[execution_id] = start + len(rows.kinds)
-            return n
-
-        try:
-            return int(self._write(go))
-        except BaseException:
-            self._next_seq.pop(execution_id, None)
-            raise
+    def _append(self, conn: Connection, execution_id: str, rows: RecordRows) -> tuple[int, int]:
+        """Insert ``rows`` as the execution's next outputs, in the caller's transaction; returns
+        (the first ``seq`` they took, how many were new). A failed transaction forgets the cached
+        next ``seq`` (``_write``), so it is read again from the table."""
+        start = self._next_seq.get(execution_id)
+        if start is None:
+            o = t.outputs.c
+            start = conn.execute(select(func.coalesce(func.max(o.seq) + 1, 0))
+                                 .where(o.execution_id == execution_id)).scalar_one()
+        n = insert_rows(conn, rows, rows.outputs(execution_id, start))
+        self._next_seq[execution_id] = start + len(rows.kinds)
+        return start, n
 
     def get_record(self, record_id: str) -> Record:
         """The typed record with this id; raises :class:`UnknownRecord` when absent."""
@@ -203,6 +230,11 @@ class LineageStore:
         if not got:
             raise UnknownRecord(record_id)
         return got[0]
+
+    def get_records(self, record_ids: Sequence[str]) -> list[Record]:
+        """The typed records with these ids, in the order given (absent ids are left out)."""
+        with self.engine.connect() as conn:
+            return load_records(conn, list(record_ids), self.kinds)
 
     def has_records(self, execution_id: str) -> bool:
         with self.engine.connect() as conn:

@@ -71,12 +71,14 @@ def start_run(resolved: ResolvedConfig, pm: PluginManager,
 
 
 def resume_run(run_dir: Path, progress: StageProgress | None = None,
-               on_iteration: Callable[[int, dict[str, Any]], None] | None = None) -> Path:
-    """Continue a run from its directory: finished stage executions are not run again."""
+               on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
+               pm: PluginManager | None = None) -> Path:
+    """Continue a run from its directory: finished stage executions, and the finished chunks of
+    streamed ones, are not run again. ``pm``: the plugin manager (default: every installed plugin)."""
     from engine.lineage.store import LineageStore
 
     state = load_state(run_dir)
-    pm = create_plugin_manager()
+    pm = pm or create_plugin_manager()
     data = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
     cfg = parse_config(data, source=str(run_dir / CONFIG_FILE))
     resolved = resolve_config(cfg, pm, source=str(run_dir / CONFIG_FILE))

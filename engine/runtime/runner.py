@@ -13,14 +13,15 @@ business, and the runner never asks which backend a stage is.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.contracts import VERBS, Role, Stage, StageContext, build_stage, kinds_fit
-from engine.records import Link, Record, StageError
+from engine.contracts import Role, Stage, StageContext, build_stage, kinds_fit
+from engine.records import Record
+from engine.runtime.streaming import Args, Outputs, StageRun, Stream, source_of
 
 if TYPE_CHECKING:
     from engine.config import ResolvedConfig, ResolvedStage
@@ -35,23 +36,6 @@ class StageProgress:
     start: Callable[[str, int], None] = lambda role, total: None
     advance: Callable[[str, int], None] = lambda role, n: None
     end: Callable[[str, int, int, float], None] = lambda role, n_in, n_out, s: None
-
-
-class Outputs(list[Any]):
-    """What ``Runner.call`` returns: the stage's outputs (a list, in input order) and its side
-    outputs (``side``: records the stage emitted, and StageError records of skipped inputs)."""
-
-    def __init__(self, outputs: Sequence[Any] = (), side: Sequence[Record] = ()) -> None:
-        super().__init__(outputs)
-        self.side: list[Record] = list(side)
-
-
-def _distinct(records: Sequence[Record]) -> list[Record]:
-    """Records by id, first occurrence first (the store keeps one of each)."""
-    seen: dict[str, Record] = {}
-    for r in records:
-        seen.setdefault(r.id, r)
-    return list(seen.values())
 
 
 @dataclass
@@ -102,7 +86,7 @@ class Runner:
 
     # -- stage calls --------------------------------------------------------------------------
     def call(self, role: str, *args: Sequence[Any], key: str = "") -> Outputs:
-        """Run the stage bound to ``role`` on a batch; outputs are in input order.
+        """Run the stage bound to ``role`` on a batch, as one chunk; outputs are in input order.
 
         Use ``key`` to call one role several times in an iteration (each call is its own stage
         execution, ``role:key``). The stage's side outputs (``Stage.emit``) and the StageError
@@ -112,39 +96,50 @@ class Runner:
         outputs and side outputs are returned. With ``on_error: skip`` a batch that raises is
         retried record by record; each record that still raises gets a StageError record instead.
         """
-        inputs = list(args[0]) if args else []
-        self._check_kinds(role, "hands in", [r for arg in args for r in arg], "takes")
+        chunk: Args = tuple(list(a) for a in args)
+        run = self._stage_run(role, key)
+        if run is None:
+            self.check_kinds(role, "hands in", [r for arg in chunk for r in arg], "takes")
+            self.funnel(role + (f":{key}" if key else ""), len(chunk[0]) if chunk else 0)
+            return Outputs(chunk[0] if chunk else [])
+        if run.finished():
+            out = Outputs()
+            for part in run.replay():
+                out.extend(part)
+                out.side.extend(part.side)
+            return out
+        self.progress.start(run.name, len(chunk[0]) if chunk else 0)
+        try:
+            result = run.chunk(0, chunk)
+        except BaseException as exc:
+            run.finish(exc)
+            raise
+        run.finish()
+        return result
+
+    def stream(self, role: str, inputs: Iterable[Any] | Stream, *, key: str = "",
+               chunk_size: int | None = None) -> Stream:
+        """Run the stage bound to ``role`` as a stream of chunks (README: "Streaming stages").
+
+        ``inputs`` is any iterable (read lazily, ``chunk_size`` records at a time, default
+        ``runtime.chunk_size``) or another stream, whose chunks this one takes one for one and
+        starts on as soon as the first is done. Each chunk's outputs and side outputs are written
+        to lineage when it finishes; a resumed run reruns only the chunks that had not finished.
+        Iterate the stream for its chunks (``Outputs``), or use ``records()`` / ``collect()``."""
+        run = self._stage_run(role, key)
+        return Stream(run, source_of(inputs, chunk_size or self.config.runtime.chunk_size))
+
+    def _stage_run(self, role: str, key: str) -> StageRun | None:
+        """The stage execution of ``role`` (and ``key``) in this iteration; None when the role is an
+        optional one left unbound."""
+        self._role(role)
         bound = self.resolved.stages.get(role)
         if bound is None:
-            self.funnel(role + (f":{key}" if key else ""), len(inputs))
-            return Outputs(inputs)
+            return None
         exec_id = self._start(role, bound, key)
-        role = role + (f":{key}" if key else "")
-        done = self.store.stage_execution(exec_id)
-        if done and done.get("finished"):
-            stored = self.store.records_of(exec_id)
-            return Outputs(stored[:done["n_out"]], side=stored[done["n_out"]:])
-        self.progress.start(role, len(inputs))
-        t0 = time.perf_counter()
-        stage = self.instantiate(bound, role)
-        try:
-            out, errors = self._run(stage, args, bound.on_error) if inputs else ([], [])
-        except Exception as exc:
-            self._finish(exec_id, role, bound, len(inputs), 0, time.perf_counter() - t0,
-                         f"{type(exc).__name__}: {exc}")
-            raise
-        records = _distinct([r for r in out if isinstance(r, Record)])
-        self._check_kinds(role.split(":")[0], f"got back from {bound.info.kind} {bound.info.name!r}", records,
-                          "gives")
-        side = _distinct([*stage.context.emitted, *errors])
-        self.write(exec_id, records)
-        self.write(exec_id, side)
-        note = f"{len(errors)} record(s) failed and were skipped" if errors else None
-        self._finish(exec_id, role, bound, len(inputs), len(records), time.perf_counter() - t0, note,
-                     finished=True)
-        return Outputs(out, side=side)
+        return StageRun(self, role, role + (f":{key}" if key else ""), bound, exec_id)
 
-    def _check_kinds(self, role: str, what: str, records: Sequence[Any], side: str) -> None:
+    def check_kinds(self, role: str, what: str, records: Sequence[Any], side: str) -> None:
         """The records a role is handed (``takes``) or gives back (``gives``) are of the kinds the loop
         declared for it: a loop or stage that breaks its declaration fails here, naming the role."""
         allowed = getattr(self._role(role), side)
@@ -164,29 +159,6 @@ class Runner:
     def record_kinds(self) -> dict[str, type[Record]]:
         return self.pm.record_kinds()
 
-    @staticmethod
-    def _run(stage: Stage[Any], args: Sequence[Sequence[Any]], policy: str,
-             ) -> tuple[list[Any], list[Record]]:
-        verb: Callable[..., Any] = getattr(stage, VERBS[stage.kind])
-        try:
-            return list(verb(*args)), []
-        except Exception:
-            if policy != "skip":
-                raise
-        out: list[Any] = []
-        errors: list[Record] = []
-        stage.context.emitted.clear()  # the failed batch's side outputs are dropped with it
-        for item in zip(*args, strict=True):
-            kept = len(stage.context.emitted)
-            try:
-                out.extend(verb(*([x] for x in item)))
-            except Exception as exc:
-                del stage.context.emitted[kept:]
-                bad = item[0]
-                errors.append(StageError(error=f"{type(exc).__name__}: {exc}"[:2000],
-                                         parents=[Link(id=bad.id, role="input")]))
-        return out, errors
-
     def ingest(self, role: str, records: Sequence[Record]) -> list[Record]:
         """Record what the loop itself made (loaded data, assembled examples) as a stage."""
         exec_id = self.store.start_stage(
@@ -197,6 +169,11 @@ class Runner:
         self.store.finish_stage(exec_id, n_in=0, n_out=len(records), seconds=0.0)
         self.funnel(role, len(records))
         return list(records)
+
+    def records(self, ids: Sequence[str]) -> list[Record]:
+        """The records with these ids from lineage, in the order given (absent ids left out): what a
+        loop reads back instead of holding a streamed stage's outputs."""
+        return self.store.get_records(ids)
 
     def write(self, exec_id: str, records: Sequence[Record]) -> None:
         if records:
@@ -213,7 +190,7 @@ class Runner:
             options=bound.options.model_dump(mode="json"), model_version=self.model_version,
             attempt_key=key)
 
-    def _finish(self, exec_id: str, role: str, bound: ResolvedStage, n_in: int, n_out: int,
+    def finish_execution(self, exec_id: str, role: str, bound: ResolvedStage, n_in: int, n_out: int,
                 seconds: float, error: str | None, finished: bool | None = None) -> None:
         self.store.finish_stage(exec_id, n_in=n_in, n_out=n_out, seconds=seconds, error=error,
                                 finished=finished)
@@ -256,7 +233,7 @@ class Runner:
             checkpoint_hash=new.checkpoint_hash, parent_version=parent, execution_id=exec_id,
             trained_on=[e.id for e in examples])
         self.store.add_training_steps(self.run_id, self.iteration, new.id, role, new.steps)
-        self._finish(exec_id, stage_role, bound, len(examples), 1, time.perf_counter() - t0, None)
+        self.finish_execution(exec_id, stage_role, bound, len(examples), 1, time.perf_counter() - t0, None)
         self._adopt(role, new.id, new.adapter_path)
         return new.id
 
