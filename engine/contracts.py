@@ -1,7 +1,8 @@
 """Stage contracts: one typed protocol per stage kind, one verb each, batch-first.
 
 What it is: the ``Stage`` base class (stable ``name``, a pydantic ``Options`` model, declared
-``resources``), the ``StageContext`` a stage receives at run time, and a protocol per kind.
+``resources``), ``resources_of`` (what one instance needs with given options), the
+``StageContext`` a stage receives at run time, and a protocol per kind.
 What it is not: any implementation. The sampler, sandbox and trainer protocols carry their own
 request/result types and live beside them (engine/sampling, sandbox/, engine/training); they are
 listed here in ``VERBS`` so every kind is checked the same way.
@@ -166,6 +167,15 @@ def build_stage(cls: type[Stage[Any]], options: BaseModel | dict[str, Any] | Non
     return cls(validate_options(cls, options), context)
 
 
+def resources_of(stage_cls: type[Any], options: BaseModel | None) -> Resources:
+    """What one instance of ``stage_cls`` (a service replica, a training worker) needs with
+    ``options``: the stage's ``resources_for(options)`` classmethod where its needs depend on its
+    options (a sampler sharded over GPUs, a trainer's ``num_gpus``), else its declared ``resources``."""
+    resources_for = getattr(stage_cls, "resources_for", None)
+    res = resources_for(options) if callable(resources_for) else stage_cls.resources
+    return cast(Resources, res)
+
+
 R = TypeVar("R", bound=Record)
 
 
@@ -268,4 +278,5 @@ def check_stage_class(cls: Any, kind: StageKind) -> list[str]:
 
 __all__ = ["ANY", "KINDS", "VERBS", "Critic", "Evaluator", "Filter", "Generator", "Loop", "Messages",
            "NoOptions", "Prompted", "Refiner", "Resources", "Role", "Stage", "StageContext", "StageKind",
-           "build_stage", "check_stage_class", "kinds_fit", "role_mismatch", "validate_options"]
+           "build_stage", "check_stage_class", "kinds_fit", "resources_of", "role_mismatch",
+           "validate_options"]

@@ -45,21 +45,23 @@ class StageChunks:
     def write_chunk(self, run_id: str, iteration: int, execution_id: str, chunk: int, *,
                     inputs_hash: str, outputs: Sequence[Record], side: Sequence[Record], n_in: int,
                     seconds: float) -> None:
-        """Write chunk ``chunk`` of an execution: its outputs, then its side outputs, then its row,
-        in one transaction. Writing a chunk again (inputs changed) replaces its row."""
+        """Write chunk ``chunk`` of an execution: its outputs, its side outputs and its row (their ids
+        in order, repeats kept), in one transaction. Writing a chunk again (its inputs changed)
+        replaces its row."""
         out_rows = RecordRows.build(run_id, iteration, execution_id, outputs)
         side_rows = RecordRows.build(run_id, iteration, execution_id, side)
+        ids = {"outputs": [r.id for r in outputs], "side": [r.id for r in side]}
+        row = dict(execution_id=execution_id, chunk=chunk, inputs_hash=inputs_hash, n_in=n_in,
+                   n_out=len(outputs), n_side=len(side), seconds=seconds, ids=ids)
+        stmt = self._insert(t.stage_chunks)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["execution_id", "chunk"],
+            set_={k: getattr(stmt.excluded, k) for k in row if k not in ("execution_id", "chunk")})
 
         def go(conn: Connection) -> None:
-            seq0, _ = self._append(conn, execution_id, out_rows)
+            self._append(conn, execution_id, out_rows)
             self._append(conn, execution_id, side_rows)
-            row = dict(execution_id=execution_id, chunk=chunk, inputs_hash=inputs_hash, seq0=seq0,
-                       n_in=n_in, n_out=len(out_rows.kinds), n_side=len(side_rows.kinds),
-                       seconds=seconds)
-            stmt = self._insert(t.stage_chunks)
-            keep = {k: getattr(stmt.excluded, k) for k in row if k not in ("execution_id", "chunk")}
-            conn.execute(stmt.on_conflict_do_update(index_elements=["execution_id", "chunk"], set_=keep),
-                         row)
+            conn.execute(stmt, row)
 
         self._write(go)
 
@@ -80,13 +82,8 @@ class StageChunks:
         return [dict(r._mapping) for r in rows]
 
     def chunk_records(self, row: dict[str, Any]) -> tuple[list[Record], list[Record]]:
-        """(outputs, side outputs) of a finished chunk, in write order."""
-        o = t.outputs.c
-        seq0, n_out, n_side = row["seq0"], row["n_out"], row["n_side"]
+        """(outputs, side outputs) of a finished chunk, as the stage gave them."""
+        ids = row["ids"]
         with self.engine.connect() as conn:
-            found = conn.execute(select(o.record_id, o.seq).where(
-                o.execution_id == row["execution_id"], o.seq >= seq0,
-                o.seq < seq0 + n_out + n_side).order_by(o.seq)).all()
-            records = load_records(conn, [r.record_id for r in found], self.kinds)
-        cut = sum(1 for r in found if r.seq < seq0 + n_out)
-        return records[:cut], records[cut:]
+            return (load_records(conn, ids["outputs"], self.kinds),
+                    load_records(conn, ids["side"], self.kinds))

@@ -96,11 +96,12 @@ class StageExecution(Base):
 
 
 class StageChunk(Base):
-    """Chunk ``chunk`` of a streamed stage execution finished: its outputs are the execution's
-    ``outputs`` rows with ``seq`` in [seq0, seq0 + n_out), its side outputs the ``n_side`` after them.
-    Written in the same transaction as those rows, so a chunk is either whole or absent: a resumed
-    run redoes only the chunks without a row (those in flight), and ``inputs_hash`` (of the chunk's
-    input ids) makes it redo a chunk whose inputs changed."""
+    """Chunk ``chunk`` of a streamed stage execution finished: ``ids`` holds the ids of its outputs
+    and of its side outputs, in order (``{"outputs": [...], "side": [...]}``; a record made again
+    by a later chunk, or by a chunk run again, is listed there though the execution stores it
+    once). Written in the same transaction as those records, so a chunk is either whole or absent:
+    a resumed run redoes only the chunks without a row (those in flight), and ``inputs_hash`` (of
+    the chunk's input ids) makes it redo a chunk whose inputs changed."""
 
     __tablename__ = "stage_chunks"
     __table_args__ = ({"sqlite_with_rowid": False},)
@@ -108,11 +109,11 @@ class StageChunk(Base):
                                               primary_key=True)
     chunk: Mapped[int] = mapped_column(Integer, primary_key=True)
     inputs_hash: Mapped[str] = mapped_column(String(64))
-    seq0: Mapped[int]
     n_in: Mapped[int]
     n_out: Mapped[int]
     n_side: Mapped[int]
     seconds: Mapped[float] = mapped_column(Float)
+    ids: Mapped[dict[str, Any]]
 
 
 class RecordRow(Base):

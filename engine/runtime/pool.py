@@ -13,6 +13,8 @@ many as the cluster's resources fit (a sampler) or one per node that fits it (a 
 Faults: Ray restarts a replica whose process or node died and retries its calls (an unpinned one
 lands on another node: the pool is refilled); a replica that cannot come back (pinned to a lost
 node, or out of restarts) is dropped and its chunks go to the survivors (the pool shrinks).
+``lend(indices)`` stops some replicas while a training needs their resources and starts fresh
+ones after (engine.runtime.lending plans which).
 What it is not: a cache (engine.sampling.cache sits in front of it), or a scheduler thread: the
 driver only dispatches and waits inside a verb call.
 """
@@ -22,13 +24,16 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from engine.contracts import resources_of
+from engine.runtime.placement import fits, fitting_replicas, needs
 from engine.runtime.ray_services import ServiceActor, Shipped, actor_options
 
 PREFIX_CHARS = 256  # the chat prefix that picks a replica (prefix-cache affinity)
@@ -37,6 +42,7 @@ MIN_CHUNK = 16  # ...of at least this much work (requests x n; jobs for a sandbo
 MAX_CHUNK = 512  # ...and at most this much, unless one request alone is bigger
 DEPTH = 2  # calls queued on a replica: one running, one waiting, so it never idles between chunks
 GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError)  # a replica that is lost
+READY_S = 60.0  # how long lent replicas' replacements are waited for (placed) before going on
 
 
 def affinity_key(item: Any) -> int | None:
@@ -161,13 +167,14 @@ class ReplicaPool:
         self._by_path: Shipped = {}
         self._by_hash: dict[str, Any] = {}
         self._versions: dict[tuple[str, str | None], str] = {}
+        self._recipe: tuple[type[Any], Any, Any, bool] | None = None  # what ``create`` starts a replica from
 
     @classmethod
     def create(cls, stage_cls: type[Any], options: Any, context: Any, replicas: int | str = 1,
                reserved: Sequence[tuple[str | None, Any]] = (), **chunking: int) -> ReplicaPool:
         """Start the replicas. ``replicas="auto"``: one per node that fits a sandbox (pinned there),
         or as many samplers as the nodes' resources fit beside ``reserved`` (node id or None, Resources)."""
-        res = stage_resources(stage_cls, options)
+        res = resources_of(stage_cls, options)
         nodes = [n for n in ray.nodes() if n.get("Alive")] if replicas == "auto" else []  # type: ignore[no-untyped-call]
         pins: list[str | None]
         if replicas == "auto" and stage_cls.kind == "sandbox":
@@ -175,9 +182,37 @@ class ReplicaPool:
         else:
             count = fitting_replicas(res, nodes, reserved) if replicas == "auto" else int(replicas)
             pins = [None] * count
-        actors = [ServiceActor.options(**actor_options(res, pin, spread=len(pins) > 1))  # type: ignore[attr-defined]
-                  .remote(stage_cls, options, context) for pin in pins]
-        return cls(actors, stage_cls.name, res, pins=pins, **chunking)
+        pool = cls([], stage_cls.name, res, pins=pins, **chunking)
+        pool._recipe = (stage_cls, options, context, len(pins) > 1)
+        pool.actors = [pool._start(pin) for pin in pins]
+        return pool
+
+    def _start(self, pin: str | None) -> Any:
+        """A new replica actor (pinned to node ``pin``, if any), as ``create`` starts them."""
+        assert self._recipe is not None, "only a pool made by ReplicaPool.create starts replicas"
+        stage_cls, options, context, spread = self._recipe
+        opts = actor_options(self.resources, pin, spread=spread)
+        return ServiceActor.options(**opts).remote(stage_cls, options, context)  # type: ignore[attr-defined]
+
+    @contextmanager
+    def lend(self, indices: Sequence[int]) -> Iterator[None]:
+        """Stop the replicas at ``indices`` for the block (a training takes their resources); on exit,
+        even when the block raised, start fresh ones in their places (same stage, options, context,
+        resources and pin) and wait until they are placed. A fresh replica gets the adapters it is
+        asked for on first use, as any replica."""
+        lent = sorted(set(indices))
+        pins, stopped = [self.pins[i] for i in lent], [self.actors[i] for i in lent]
+        for i in reversed(lent):
+            del self.actors[i], self.pins[i], self.work_done[i]
+        _stop(stopped)
+        try:
+            yield
+        finally:
+            for i, pin in zip(lent, pins, strict=True):
+                self.actors.insert(i, self._start(pin))
+                self.pins.insert(i, pin)
+                self.work_done.insert(i, 0)
+            ray.wait([self.actors[i].where.remote() for i in lent], num_returns=len(lent), timeout=READY_S)
 
     def reservations(self) -> list[tuple[str | None, Any]]:
         """(node id or None, resources) of each replica, for ``create(reserved=...)`` of another pool."""
@@ -261,45 +296,15 @@ class ReplicaPool:
         return ray.get(self.actors[0].attr.remote("model_version"))
 
     def close(self) -> None:
-        try:
-            ray.get([a.shutdown.remote() for a in self.actors], timeout=60)
-        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
-            pass
-        for actor in self.actors:
-            ray.kill(actor)
+        _stop(self.actors)
 
 
-def stage_resources(stage_cls: type[Any], options: Any) -> Any:
-    """What one replica needs: ``resources_for(options)`` where a stage's needs depend on its
-    options (a sampler sharded over several GPUs), else its declared ``resources``."""
-    resources_for = getattr(stage_cls, "resources_for", None)
-    return resources_for(options) if callable(resources_for) else stage_cls.resources
+def _stop(actors: Sequence[Any]) -> None:
+    """Close replicas (their stage's ``close``, so a GPU engine lets go cleanly), then kill them."""
+    try:
+        ray.get([a.shutdown.remote() for a in actors], timeout=60)
+    except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+        pass
+    for actor in actors:
+        ray.kill(actor)
 
-
-def needs(resources: Any) -> dict[str, float]:
-    return {k: v for k, v in (("CPU", resources.num_cpus), ("GPU", resources.num_gpus)) if v > 0}
-
-
-def fits(need: dict[str, float], have: dict[str, float]) -> int:
-    """How many times ``need`` fits in ``have`` (a stage that needs nothing fits any node)."""
-    return min((int(have.get(k, 0.0) // v) for k, v in need.items()), default=1 << 30)
-
-
-def fitting_replicas(resources: Any, nodes: Sequence[dict[str, Any]],
-                     reserved: Sequence[tuple[str | None, Any]] = ()) -> int:
-    """Replicas of a stage the nodes hold beside ``reserved``: per node (a replica never spans
-    nodes), bounded by the cluster's totals. A replica counts at least one CPU, so a stage declaring
-    a fraction of a core does not get a process per fraction. At least 1."""
-    need = needs(resources)
-    need["CPU"] = max(need.get("CPU", 0.0), 1.0)
-    free = {n["NodeID"]: dict(n["Resources"]) for n in nodes}
-    total: dict[str, float] = {}
-    for have in free.values():
-        for k, v in have.items():
-            total[k] = total.get(k, 0.0) + v
-    for node, res in reserved:
-        for k, v in needs(res).items():
-            total[k] = total.get(k, 0.0) - v
-            if node in free:
-                free[node][k] = free[node].get(k, 0.0) - v
-    return max(1, min(sum(fits(need, have) for have in free.values()), fits(need, total)))

@@ -111,12 +111,12 @@ class StageRun:
         if row is not None and row["inputs_hash"] == digest:
             stored, side = store.chunk_records(row)
             self.replayed += 1
-            self.n_out += len(stored)
+            self.n_out += len(distinct(stored))
             return Outputs(stored, side=side)
         self.runner.check_kinds(self.role, "hands in", [r for arg in args for r in arg], "takes")
         t0 = time.perf_counter()
         out, errors = run_verb(self.stage, args, self.bound.on_error) if args and args[0] else ([], [])
-        records = distinct(out)
+        records = [r for r in out if isinstance(r, Record)]
         self.runner.check_kinds(self.role, f"got back from {self.bound.info.kind} "
                                            f"{self.bound.info.name!r}", records, "gives")
         side = distinct([*self.stage.context.emitted, *errors])
@@ -124,13 +124,13 @@ class StageRun:
         r = self.runner
         store.write_chunk(r.run_id, r.iteration, self.exec_id, index, inputs_hash=digest, outputs=records,
                           side=side, n_in=len(args[0]) if args else 0, seconds=time.perf_counter() - t0)
-        for written in (records, side):
+        for written in (distinct(records), side):
             if written:
-                r.pm.hook.on_records_written(run_id=r.run_id, records=list(written))
+                r.pm.hook.on_records_written(run_id=r.run_id, records=written)
         self.ran += 1
         self.errors += len(errors)
-        self.n_out += len(records)
-        return Outputs(out, side=side)
+        self.n_out += len(distinct(records))
+        return Outputs(records, side=side)
 
     def finish(self, error: BaseException | None = None) -> None:
         note = None

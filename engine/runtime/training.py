@@ -1,12 +1,15 @@
 """Where a trainer runs: on Ray, with the resources it declares, never in the driver.
 
-What it is: ``run_training(bound, context, examples, base, out_dir, ray_enabled)``, what
-``Runner.train`` calls. With Ray on (``runtime.ray``, the default) the trainer runs in a Ray task
-holding its declared ``resources`` (num_cpus, num_gpus), reserved first through a placement group
-so that a cluster that cannot hold it fails with a message instead of waiting forever. With
+What it is: ``run_training(bound, context, examples, base, out_dir, ray_enabled, make_room)``,
+what ``Runner.train`` calls. With Ray on (``runtime.ray``, the default) the trainer runs in a Ray
+task holding its resources (engine.contracts ``resources_of``: num_cpus, num_gpus, from the
+trainer's options where it says so), reserved first through a placement group so that a cluster
+that cannot hold it fails with a message instead of waiting forever. When those bundles do not fit
+in what Ray has free, ``make_room`` (the run's ``Services.lend``) stops as many sampler or
+sandbox replicas as needed until the training is over (engine.runtime.lending). With
 ``trainer.options.num_workers`` > 1 it runs under Ray Train (``TorchTrainer``): that many
-workers, each with the declared resources, torch.distributed initialised (gloo on CPUs, nccl on
-GPUs), each training on its shard of every global batch with gradients combined over the workers
+workers, each with those resources, torch.distributed initialised (gloo on CPUs, nccl on
+GPUs, ``use_gpu``), each training on its shard of every global batch with gradients combined over the workers
 (engine.training.parallel; TRL's trainers do it through DDP). Rank 0's result comes back as Ray
 Train's return value, so no checkpoint storage is needed. No filesystem is shared with the
 driver: the job (trainer class, options, context, examples, the starting adapter's files) goes
@@ -22,14 +25,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from engine.contracts import StageContext, build_stage
+from engine.contracts import StageContext, build_stage, resources_of
 from engine.errors import UserError
 from engine.training.protocol import ModelVersion, adapter_files_hash
 
@@ -39,6 +45,12 @@ if TYPE_CHECKING:
 
 PLACEMENT_TIMEOUT_S = 120.0
 """How long a trainer waits for the cluster to free or add its resources before the run fails."""
+RECHECK_S = 2.0
+"""While waiting, how often a training whose bundles do not fit asks the run's replicas to lend again."""
+
+MakeRoom = Callable[[list[dict[str, float]]], AbstractContextManager[bool]]
+"""``make_room(bundles)``: lends the run's service replicas' resources for the block (True when
+it lent any); engine.runtime.services ``Services.lend``."""
 
 AdapterFiles = dict[str, bytes]
 """An adapter directory's files by relative path."""
@@ -67,8 +79,9 @@ class Trained:
 
 
 def run_training(bound: ResolvedStage, context: StageContext, examples: list[Record], base: ModelVersion,
-                 out_dir: str, ray_enabled: bool) -> ModelVersion:
-    """Train ``bound``'s trainer on ``examples`` from ``base``; the new adapter ends up in ``out_dir``."""
+                 out_dir: str, ray_enabled: bool, make_room: MakeRoom | None = None) -> ModelVersion:
+    """Train ``bound``'s trainer on ``examples`` from ``base``; the new adapter ends up in ``out_dir``.
+    ``make_room``: lends the run's replicas' resources while the training's bundles do not fit."""
     workers = int(getattr(bound.options, "num_workers", 1))
     if not ray_enabled:
         if workers > 1:
@@ -77,41 +90,42 @@ def run_training(bound: ResolvedStage, context: StageContext, examples: list[Rec
         trainer: Any = build_stage(bound.info.cls, bound.options, context)
         new: ModelVersion = trainer.train(examples, base, out_dir)
         return new
-    return land(train_on_ray(bound, context, examples, base, workers), out_dir)
+    return land(train_on_ray(bound, context, examples, base, workers, make_room), out_dir)
 
 
 def training_cpus(resolved: ResolvedConfig) -> float:
     """CPUs the run's trainers ask for at once (the largest of them: trainings run one at a time)."""
     bound = [b for b in (resolved.trainer, *resolved.trainers.values()) if b is not None]
-    return max((b.info.cls.resources.num_cpus * int(getattr(b.options, "num_workers", 1)) for b in bound),
-               default=0.0)
+    return max((resources_of(b.info.cls, b.options).num_cpus * int(getattr(b.options, "num_workers", 1))
+                for b in bound), default=0.0)
 
 
 def train_on_ray(bound: ResolvedStage, context: StageContext, examples: list[Record], base: ModelVersion,
-                 workers: int) -> Trained:
+                 workers: int, make_room: MakeRoom | None = None) -> Trained:
     """Run the training on Ray (a task, or Ray Train for several workers); rank 0's result."""
     import ray
 
-    res = bound.info.cls.resources
+    res = resources_of(bound.info.cls, bound.options)
     shipped = replace(context, sampler=None, sandbox=None, emitted=[])  # the manager stays behind too
     job = ray.put(Job(bound.info.cls, bound.options, shipped, list(examples),
                       base.model_copy(update={"adapter_path": None}), pack(base.adapter_path)))
     bundle = {k: float(v) for k, v in (("CPU", res.num_cpus), ("GPU", res.num_gpus)) if v > 0}
     what = f"{bound.path} {bound.info.name!r}"
-    if workers > 1:
-        _reserve([bundle] * workers, what).release()
-        return _train_parallel(job, workers, bundle)
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    with ExitStack() as lent:  # replicas lent to this training come back when it is over
+        if workers > 1:
+            _reserve([bundle] * workers, what, make_room, lent).release()  # Ray Train places its own
+            return _train_parallel(job, workers, bundle)
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    reservation = _reserve([bundle], what)
-    try:
-        task = ray.remote(_train_task).options(
-            num_cpus=res.num_cpus, num_gpus=res.num_gpus, scheduling_strategy=(
-                PlacementGroupSchedulingStrategy(reservation.group) if reservation.group else None))
-        trained: Trained = ray.get(task.remote(job))
-        return trained
-    finally:
-        reservation.release()
+        reservation = _reserve([bundle], what, make_room, lent)
+        try:
+            task = ray.remote(_train_task).options(
+                num_cpus=res.num_cpus, num_gpus=res.num_gpus, scheduling_strategy=(
+                    PlacementGroupSchedulingStrategy(reservation.group) if reservation.group else None))
+            trained: Trained = ray.get(task.remote(job))
+            return trained
+        finally:
+            reservation.release()
 
 
 @dataclass
@@ -123,25 +137,45 @@ class _Reservation:
 
         if self.group is not None:
             remove_placement_group(self.group)
+            self.group = None
 
 
-def _reserve(bundles: list[dict[str, float]], what: str) -> _Reservation:
-    """Hold ``bundles`` (one per worker) or fail, naming what the trainer needs and what is free."""
+def _reserve(bundles: list[dict[str, float]], what: str, make_room: MakeRoom | None = None,
+             lent: ExitStack | None = None) -> _Reservation:
+    """Hold ``bundles`` (one per worker) or fail, naming what the trainer needs and what is free.
+    While they do not fit in what Ray has free (checked before waiting, and again every
+    ``RECHECK_S`` while waiting), ``make_room(bundles)`` is entered on ``lent`` (until it lends)."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
     if not bundles[0]:
         return _Reservation(None)
+    from engine.runtime.lending import placeable_now
+
+    def lend_if_short() -> bool:
+        """True once nothing more can be tried: no one to lend, or replicas lent."""
+        if make_room is None or lent is None:
+            return True
+        return not placeable_now(bundles) and lent.enter_context(make_room(bundles))
+
+    done = lend_if_short()
     group = placement_group(bundles, strategy="PACK")
-    if group.wait(timeout_seconds=PLACEMENT_TIMEOUT_S):
+    deadline = time.monotonic() + PLACEMENT_TIMEOUT_S
+    while not group.wait(timeout_seconds=max(0.0, min(RECHECK_S, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline:
+            break
+        done = done or lend_if_short()
+    else:
         return _Reservation(group)
     remove_placement_group(group)
     available: dict[str, float] = ray.available_resources()  # type: ignore[no-untyped-call]
     free = {k: v for k, v in available.items() if k in ("CPU", "GPU")}
     fewer = f" or lower {what.split()[0]}.options.num_workers" if len(bundles) > 1 else ""
+    lending = done and make_room is not None and lent is not None
+    kept = ", the run's replicas lending theirs" if lending else "; the sampler and sandbox actors keep theirs"
     raise UserError(f"{what} needs {bundles[0]} x {len(bundles)} worker(s), which the Ray cluster could not "
-                    f"place within {PLACEMENT_TIMEOUT_S:.0f} s (free now: {free}; the sampler and sandbox "
-                    f"actors keep theirs). Give Ray more resources (runtime.num_cpus for a local Ray){fewer}")
+                    f"place within {PLACEMENT_TIMEOUT_S:.0f} s (free now: {free}{kept}). Give Ray more "
+                    f"resources (runtime.num_cpus for a local Ray){fewer}")
 
 
 def _train_task(job: Job) -> Trained:

@@ -14,7 +14,8 @@ weights hash the same run after run) and hashed (``adapter_files_hash``) into a 
 ``LoraTrainer.run_trl`` (trains without console output, returns the per-step metrics).
 ``num_workers`` > 1 asks the runtime for data-parallel training (Ray Train): ``batch_size`` stays the
 global batch, split evenly over the workers (engine.training.parallel), so the loss curve does not
-depend on the number of workers. TRL's trainers pick up torch.distributed themselves.
+depend on the number of workers. TRL's trainers pick up torch.distributed themselves. ``num_cpus``
+and ``num_gpus`` are what each worker holds (``resources_for``); a worker with a GPU trains on it.
 What it is not: a trainer (sft, dpo and reinforce are plugins) or a launcher (engine/runtime/training.py
 starts the workers; nothing here imports ray). torch, transformers, peft, trl and datasets are
 imported inside the functions that need them.
@@ -63,8 +64,11 @@ class TrainOptions(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
-    num_workers: int = Field(1, ge=1, description="data-parallel workers (Ray Train, each with the trainer's "
-                                                  "declared resources); batch_size is the global batch")
+    num_workers: int = Field(1, ge=1, description="data-parallel workers (Ray Train, each with num_cpus and "
+                                                  "num_gpus); batch_size is the global batch")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per training worker (the run's sampler replicas "
+                                                     "lend theirs while it trains when none are free)")
+    num_cpus: float = Field(2.0, gt=0.0, description="CPUs per training worker")
     max_length: int = Field(512, ge=8, description="tokens per sequence (prompt + completion)")
     seed: int | None = Field(None, description="default: the seed the runtime gives the stage")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
@@ -75,7 +79,6 @@ class TrainOptions(BaseModel):
     num_threads: int | None = Field(None, description="torch CPU threads; default: torch's")
     cache_dir: str | None = Field(None, description="where converted base models live")
     verbose: bool = Field(False, description="show library logs and progress bars")
-
 
     @field_validator("num_workers")
     @classmethod
@@ -99,8 +102,15 @@ class LoraTrainer(Stage[TrainOptionsT]):
 
     kind: ClassVar[StageKind] = "trainer"
     Options: ClassVar[type[BaseModel]] = TrainOptions
-    resources: ClassVar[Resources] = Resources(num_cpus=2.0)
+    resources: ClassVar[Resources] = Resources(num_cpus=2.0)  # the defaults of num_cpus and num_gpus
     last_metrics: dict[str, float]
+
+    @classmethod
+    def resources_for(cls, options: BaseModel | None) -> Resources:
+        """One training worker's resources: the options' ``num_cpus`` and ``num_gpus``."""
+        res = cls.resources
+        return Resources(num_cpus=getattr(options, "num_cpus", res.num_cpus),
+                         num_gpus=getattr(options, "num_gpus", res.num_gpus))
 
     @property
     def seed(self) -> int:

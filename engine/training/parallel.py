@@ -4,9 +4,9 @@ What it is: ``World`` (this process's rank and the number of data-parallel worke
 when torch.distributed is not initialised), ``world()``, ``per_worker_batch`` (a global batch
 split evenly over the workers), and the collective steps an explicit training loop needs to train
 as one model on several workers: ``broadcast_params`` (every worker starts from rank 0's weights),
-``all_reduce_sum`` (a few scalars summed over the workers) and ``sum_gradients`` (gradients summed
-in one flat all-reduce, so a loss normalised by the global batch's size gives the gradient of the
-whole batch). TRL/transformers trainers need none of these: they pick up torch.distributed
+``all_reduce_sum`` (a few scalars summed over the workers; on the GPU under nccl) and
+``sum_gradients`` (gradients summed in one flat all-reduce, so a loss normalised by the global
+batch's size gives the gradient of the whole batch). TRL/transformers trainers need none of these: they pick up torch.distributed
 themselves (DDP, data sharded per global batch). What it is not: the launcher: who starts the
 workers and initialises torch.distributed (Ray Train, in engine/runtime/training.py) is not this
 module's business, and it imports no ray. torch is imported inside the functions.
@@ -65,7 +65,8 @@ def all_reduce_sum(values: Sequence[float], w: World) -> list[float]:
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl reduces GPU tensors only
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return [float(v) for v in t.tolist()]
 

@@ -93,7 +93,7 @@ def chunk_rows(run_dir: Path, role: str) -> dict[int, tuple[Any, ...]]:
         return {}
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        rows = conn.execute("SELECT c.chunk, c.seq0, c.seconds, c.inputs_hash FROM stage_chunks c "
+        rows = conn.execute("SELECT c.chunk, c.n_out, c.seconds, c.inputs_hash FROM stage_chunks c "
                             "JOIN stage_executions se ON se.id = c.execution_id WHERE se.role = ?",
                             (role,)).fetchall()
     except sqlite3.OperationalError:  # not migrated yet

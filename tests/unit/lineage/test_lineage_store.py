@@ -147,3 +147,33 @@ def test_stored_content_hash_is_content_hash_of_identity(store: LineageStore, st
     assert stored == content_hash(resp.identity())
     for data in (resp.identity(), {"b": [1.5, None, True, {"z": float("inf")}], "a": "é"}):
         assert canonical(data) == canonical_json(data)
+
+
+def test_chunks_are_written_whole_and_read_back_in_order(store: LineageStore, stage: Stage) -> None:
+    from engine.lineage.chunks import inputs_hash
+
+    store.create_run("r1", config={}, config_hash="h", code_version="v1", loop="spar")
+    eid = stage(store, "r1", 1, "actor")
+    tasks = [Task(prompt=f"t{i}") for i in range(4)]
+    answers = [Response(text=f"a{i}", prompt=t.prompt, parents=[Link(id=t.id)]) for i, t in enumerate(tasks)]
+    note = Seed(text="side")
+    store.write_chunk("r1", 1, eid, 0, inputs_hash=inputs_hash([tasks[:2]]), outputs=answers[:2], side=[note],
+                      n_in=2, seconds=0.5)
+    # chunk 1 repeats a record of chunk 0: the execution stores it once, each chunk reads it back
+    store.write_chunk("r1", 1, eid, 1, inputs_hash=inputs_hash([tasks[2:]]), outputs=[answers[1], *answers[2:]],
+                      side=[], n_in=2, seconds=0.25)
+    assert store.chunk_of(eid, 2) is None, "a chunk never written is in flight"
+    first, second = store.chunks_of(eid)
+    assert (first["chunk"], first["n_out"], first["n_side"], second["chunk"]) == (0, 2, 1, 1)
+    assert first["inputs_hash"] == inputs_hash([tasks[:2]]) != second["inputs_hash"]
+    out, side = store.chunk_records(first)
+    assert [r.id for r in out] == [a.id for a in answers[:2]] and [r.id for r in side] == [note.id]
+    assert out[0].parents == answers[0].parents, "parents come back with the record"
+    out, side = store.chunk_records(second)
+    assert [r.id for r in out] == [a.id for a in answers[1:]] and side == []
+    # writing a chunk again (its inputs changed) replaces its row
+    store.write_chunk("r1", 1, eid, 1, inputs_hash="other", outputs=answers[3:], side=[], n_in=1, seconds=0.1)
+    row = store.chunk_of(eid, 1)
+    assert row is not None and (row["inputs_hash"], row["n_in"]) == ("other", 1)
+    assert [r.id for r in store.chunk_records(row)[0]] == [answers[3].id]
+    assert count(store, t.records) == 5

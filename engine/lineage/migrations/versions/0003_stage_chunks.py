@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0003"
 down_revision = "0002"
@@ -22,11 +23,11 @@ def upgrade() -> None:
         sa.Column("execution_id", sa.String(64), nullable=False),
         sa.Column("chunk", sa.Integer(), nullable=False),
         sa.Column("inputs_hash", sa.String(64), nullable=False),
-        sa.Column("seq0", sa.Integer(), nullable=False),
         sa.Column("n_in", sa.Integer(), nullable=False),
         sa.Column("n_out", sa.Integer(), nullable=False),
         sa.Column("n_side", sa.Integer(), nullable=False),
         sa.Column("seconds", sa.Float(), nullable=False),
+        sa.Column("ids", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
         sa.PrimaryKeyConstraint("execution_id", "chunk", name="pk_stage_chunks"),
         sa.ForeignKeyConstraint(["execution_id"], ["stage_executions.id"],
                                 name="fk_stage_chunks_execution_id_stage_executions", ondelete="CASCADE"),
