@@ -7,12 +7,16 @@ What it is: one command that prints ratios against baselines measured in the sam
       directory each time, so no hits). The sampler is ``scripted`` with ``seconds_per_token``: a
       replica costs a calibrated sleep per generated token, so replicas scale without cores.
       A 20,000-request stage with 1, 2, 4, 8 replicas: throughput and speed-up against 1 replica
-      (targets >= 3.6x at 4, >= 7x at 8). Then a generate+execute iteration (execute: a sandbox
-      pool, ``sandbox.replicas: auto``, whose jobs cost a sleep each) run back to back against
-      pipelined (target >= 1.3x). The engine has no pipelined stage path yet (issue 13 part 5), so
-      the pipelined side is this bench overlapping the two services' own verbs: a thread sends the
-      stage to ``sampler.sample`` in stage chunks, the main thread hands each finished chunk to
-      ``sandbox.execute`` while the next one samples.
+      (targets >= 3.6x at 4, >= 7x at 8). Then a generate+execute iteration run back to back
+      against pipelined (target >= 1.3x), each a real run of the engine on the same cluster:
+      ``start_run`` from a config (``Services.start`` builds the pool of 8 sampler replicas and a
+      sandbox pool, ``sandbox.replicas: auto``, whose jobs cost a sleep each) of the bench's loop
+      ``bench-scale-pipeline``: ``code-response`` samples one response per task (the scripted sampler
+      echoes the task, a solution and its assert padded to 64 tokens), ``sandbox-exec`` runs each.
+      Back to back is ``runner.call`` twice; pipelined is the engine's streamed stages,
+      ``runner.stream("execute", runner.stream("responses", tasks, chunk_size=...))``, which
+      executes each stage chunk of responses while the next one samples. Both sides include the
+      driver's own work on records (prompts, the request cache, parsing, lineage writes).
   (b) ``--real``: SmolLM2 on the ``transformers`` sampler, 2 replicas of 1 torch thread against
       1 replica of 2 threads, the same 32 prompts x 64 new tokens, greedy (bench/scale/real.py).
   (c) On paper: the hours of generation for one paper-sized SelfCodeAlign iteration on 8 GPUs,
@@ -198,7 +202,7 @@ def pipeline_run(address: str, mode: str, count: int, spt: float, chunks: int, s
     from engine.config import parse_config, resolve_config
     from engine.lineage.store import LineageStore
     from engine.manager import create_plugin_manager
-    from engine.runtime.run import load_state, start_run
+    from engine.runtime.run import start_run
 
     out.mkdir(parents=True)
     template = out / "echo.txt"
@@ -227,9 +231,8 @@ def pipeline_run(address: str, mode: str, count: int, spt: float, chunks: int, s
         chunk_rows = conn.exec_driver_sql(
             "SELECT se.role, count(*), sum(c.seconds) FROM stage_chunks c JOIN stage_executions se "
             "ON se.id = c.execution_id GROUP BY se.role").all()
-    run = {"mode": mode, "wall_s": wall, "run_wall_s": load_state(run_dir)["timing"]["wall_s"],
-           "iteration_s": summary["iteration_s"], "executions": executions, "stage_s": stages,
-           "chunks": {role: (n, verb_s) for role, n, verb_s in chunk_rows}}
+    run = {"mode": mode, "wall_s": wall, "iteration_s": summary["iteration_s"], "executions": executions,
+           "stage_s": stages, "chunks": {role: (n, verb_s) for role, n, verb_s in chunk_rows}}
     print(f"  {mode}: iteration {run['iteration_s']:.1f} s, run {wall:.1f} s, {executions} executions, "
           f"stages {stages}, chunks (count, verb s) {run['chunks']}", file=sys.stderr, flush=True)
     return run
@@ -320,7 +323,7 @@ def paper(speedup: float, replicas: int) -> str:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes (CI, under a minute)")
+    ap.add_argument("--quick", action="store_true", help="small sizes (CI, about a minute)")
     ap.add_argument("--real", action="store_true", help="also (b): SmolLM2, 2 replicas x 1 thread vs 1 x 2")
     ap.add_argument("--only-real", action="store_true", help="(b) alone")
     ap.add_argument("--repeats", type=int, default=3, help="(b): best of this many interleaved runs")

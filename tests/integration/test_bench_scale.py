@@ -2,6 +2,8 @@
 
 No absolute times are asserted. The one ratio checked is loose enough for 2 noisy shared cores:
 the replicas' cost is a sleep, so 4 replicas finish the stage well ahead of 1 whatever the load.
+The generate+execute rows come from two engine runs (runner.call, then runner.stream), which the
+bench checks made the same number of executions.
 """
 
 from __future__ import annotations
@@ -25,3 +27,4 @@ def test_bench_scale_quick_prints_its_tables() -> None:
     assert sorted(speedups) == [1, 4, 8], out
     assert speedups[4] > 1.5, out  # 4 replicas faster than 1 (the target, 3.6x, is the full run's)
     assert "| back to back:" in out and "| pipelined (" in out, out
+    assert "pipelined `runner.stream` x 2; 1,000 executions in each run's lineage" in out, out

@@ -160,8 +160,8 @@ def test_chunks_are_written_whole_and_read_back_in_order(store: LineageStore, st
     store.write_chunk("r1", 1, eid, 0, inputs_hash=inputs_hash([tasks[:2]]), outputs=answers[:2], side=[note],
                       n_in=2, seconds=0.5)
     # chunk 1 repeats a record of chunk 0: the execution stores it once, each chunk reads it back
-    store.write_chunk("r1", 1, eid, 1, inputs_hash=inputs_hash([tasks[2:]]), outputs=[answers[1], *answers[2:]],
-                      side=[], n_in=2, seconds=0.25)
+    store.write_chunk("r1", 1, eid, 1, inputs_hash=inputs_hash([tasks[2:]]),
+                      outputs=[answers[1], *answers[2:]], side=[], n_in=2, seconds=0.25)
     assert store.chunk_of(eid, 2) is None, "a chunk never written is in flight"
     first, second = store.chunks_of(eid)
     assert (first["chunk"], first["n_out"], first["n_side"], second["chunk"]) == (0, 2, 1, 1)
