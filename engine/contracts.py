@@ -36,13 +36,14 @@ if TYPE_CHECKING:
     from engine.sampling.protocol import Sampler
 
 KINDS: tuple[StageKind, ...] = ("generator", "critic", "refiner", "filter", "sampler", "sandbox",
-                                "trainer", "evaluator", "loop")
+                                "trainer", "evaluator", "environment", "loop")
 VERBS: dict[StageKind, str] = {
     "generator": "generate", "critic": "critique", "refiner": "refine", "filter": "filter",
     "sampler": "sample", "sandbox": "execute", "trainer": "train", "evaluator": "evaluate",
-    "loop": "run_iteration",
+    "environment": "rollout", "loop": "run_iteration",
 }
-"""The one verb each kind of stage implements."""
+"""The one verb each kind of stage implements (an environment implements ``reset`` and ``step``;
+its ``rollout``, the episode driver, comes from engine.episodes.Environment)."""
 
 Messages = list[dict[str, str]]
 """A chat: OpenAI-style ``{"role": ..., "content": ...}`` dicts."""
@@ -225,6 +226,21 @@ class Evaluator(Protocol):
 
 
 @runtime_checkable
+class EnvironmentProtocol(Protocol):
+    """Answers a policy's actions in multi-turn episodes (engine.episodes): ``reset(tasks)`` gives
+    each episode's first observation, ``step(episodes, actions)`` one observation (text, reward,
+    done) per live episode; ``rollout(tasks)`` drives them and returns one trajectory per task."""
+
+    name: ClassVar[str]
+
+    def reset(self, tasks: Sequence[Any]) -> list[Any]: ...
+
+    def step(self, episodes: Sequence[Any], actions: Sequence[str]) -> list[Any]: ...
+
+    def rollout(self, tasks: Sequence[Record]) -> list[Record]: ...
+
+
+@runtime_checkable
 class Loop(Protocol):
     """A loop recipe: ``roles`` declares each role (:class:`Role`: stage kind, record kinds in and
     out, default stage, optional); ``trains`` maps each adapter role the loop trains to the record
@@ -266,6 +282,9 @@ def check_stage_class(cls: Any, kind: StageKind) -> list[str]:
         value = getattr(cls, attr, (ANY,))
         if not (isinstance(value, tuple) and value and all(isinstance(k, str) for k in value)):
             problems.append(f"'{attr}' is not a non-empty tuple of record kinds")
+    if kind == "environment":
+        problems += [f"has no method '{verb}' (an environment's verb)" for verb in ("reset", "step")
+                     if not callable(getattr(cls, verb, None))]
     if kind == "loop":
         roles = getattr(cls, "roles", None)
         if not (isinstance(roles, dict) and all(isinstance(r, Role) for r in roles.values())):
@@ -276,7 +295,8 @@ def check_stage_class(cls: Any, kind: StageKind) -> list[str]:
     return problems
 
 
-__all__ = ["ANY", "KINDS", "VERBS", "Critic", "Evaluator", "Filter", "Generator", "Loop", "Messages",
+__all__ = ["ANY", "KINDS", "VERBS", "Critic", "EnvironmentProtocol", "Evaluator", "Filter", "Generator",
+           "Loop", "Messages",
            "NoOptions", "Prompted", "Refiner", "Resources", "Role", "Stage", "StageContext", "StageKind",
            "build_stage", "check_stage_class", "kinds_fit", "resources_of", "role_mismatch",
            "validate_options"]

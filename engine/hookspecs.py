@@ -61,6 +61,12 @@ def register_evaluators() -> list[type]:
 
 
 @hookspec
+def register_environments() -> list[type]:
+    """Environments: answer a policy's actions in multi-turn episodes (``reset``, ``step``; subclass
+    engine.episodes.Environment, whose ``rollout`` drives the episodes)."""
+
+
+@hookspec
 def register_loops() -> list[type]:
     """Loop recipes: compositions of stages run as iterations (``run_iteration``)."""
 

@@ -203,6 +203,28 @@ class Trajectory(Record):
     rewards: dict[str, float | list[float]] = Field(default_factory=dict)
     turn_kl: list[float] | None = None
     sample_index: int = 0
+    token_ids: list[list[int]] | None = None
+    """Per assistant turn, the sampled token ids (an episode keeps them, so RL need not re-tokenize)."""
+    logprobs: list[list[float]] | None = None
+    """Per assistant turn, the sampled tokens' log-probabilities under the policy that sampled them."""
+
+
+class Turn(Record):
+    """One turn of an episode (engine.episodes): the policy's ``action``, then the environment's
+    ``observation``, ``reward`` and ``done``. Its parent is the turn before it (role ``previous``),
+    or the task for turn 0 (role ``input``). ``token_ids`` and ``logprobs`` are the sampled tokens
+    of the action and their log-probabilities, where the sampler reports them; ``error`` marks
+    the turn at which the environment failed on this episode."""
+
+    kind: Literal["turn"] = "turn"
+    index: int
+    action: str
+    observation: str = ""
+    reward: float | None = None
+    done: bool = False
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    error: str | None = None
 
 
 class EvalResult(Record):
@@ -226,7 +248,7 @@ class StageError(Record):
 BUILTIN_KINDS: dict[str, type[Record]] = {
     cls.model_fields["kind"].default: cls
     for cls in (Seed, Concepts, Task, Response, Critique, Refinement, Execution, PreferencePair,
-                TrainingExample, Trajectory, EvalResult, StageError)
+                TrainingExample, Trajectory, Turn, EvalResult, StageError)
 }
 """Record classes by kind; the plugin manager adds the kinds that plugins register."""
 

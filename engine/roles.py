@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from engine.records import Record
 
 StageKind = Literal["generator", "critic", "refiner", "filter", "sampler", "sandbox", "trainer",
-                    "evaluator", "loop"]
+                    "evaluator", "environment", "loop"]
 """The kinds of stage (engine.contracts lists each kind's verb)."""
 
 ANY = "*"

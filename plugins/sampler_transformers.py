@@ -193,7 +193,8 @@ class TransformersSampler(Stage[TransformersOptions]):
         if cuts:
             text = text[:min(cuts)]
         return Completion(text=text, tokens=len(row.out), finish_reason=row.finish,
-                          logprobs=row.logps if row.params.logprobs else None)
+                          logprobs=row.logps if row.params.logprobs else None,
+                          token_ids=list(row.out) if row.params.logprobs else None)
 
     def _decode(self, module: Any, rows: list[_Row]) -> None:
         """Decode ``rows`` together until each hits EOS, a stop string or its max_tokens."""

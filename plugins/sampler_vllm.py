@@ -181,7 +181,8 @@ class VLLMSampler(Stage[VLLMOptions]):
         results = []
         for req, out, cut in zip(requests, outs, cuts, strict=True):
             comps = [Completion(text=c.text, tokens=len(c.token_ids), finish_reason=c.finish_reason,
-                                logprobs=_logprobs(c) if req.params.logprobs else None)
+                                logprobs=_logprobs(c) if req.params.logprobs else None,
+                                token_ids=list(c.token_ids) if req.params.logprobs else None)
                      for c in sorted(out.outputs, key=lambda c: c.index)]
             results.append(SampleResult(completions=comps, prompt_tokens=len(out.prompt_token_ids or []),
                                         model_version=self.model_version_for(req.adapter),

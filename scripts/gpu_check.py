@@ -116,8 +116,8 @@ def measure(cls: type[Any], options: Any, model: str, replicas: int, count: int,
     """Steps 1-4 (module docstring) with sampler class ``cls``; the table's rows and the figures."""
     import ray
 
-    from engine.contracts import StageContext
-    from engine.runtime.pool import ReplicaPool, stage_resources
+    from engine.contracts import StageContext, resources_of
+    from engine.runtime.pool import ReplicaPool
     from engine.runtime.ray_services import start_ray
     from engine.sampling.protocol import SampleRequest
 
@@ -129,7 +129,7 @@ def measure(cls: type[Any], options: Any, model: str, replicas: int, count: int,
                     f"{dpo['seconds']:.1f} s, loss {dpo['loss']:.4f}, peak {dpo['peak_gpu_mb']:.0f} MiB on "
                     f"{'GPU' if on_gpu else 'CPU'}", ok=trained))
 
-    res = stage_resources(cls, options)
+    res = resources_of(cls, options)
     start_ray(None, None, res.num_cpus * (replicas + 1))
     texts = prompts(count)
     task = ray.remote(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_calls=1)(raw_generate)

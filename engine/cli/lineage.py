@@ -117,6 +117,11 @@ def show(record_id: Annotated[str, typer.Argument(help="record id, e.g. resp-012
     out.print_json(json.dumps(info["payload"], default=str))
 
 
+def _clip(text: Any, width: int = 48) -> str:
+    flat = " ".join(str(text).split())
+    return repr(flat if len(flat) <= width else flat[:width - 3] + "...")
+
+
 @app.command()
 def tree(record_id: Annotated[str, typer.Argument(help="record id")],
          up: Annotated[bool, typer.Option("--up/--down", help="ancestors (default) or descendants")] = True,
@@ -130,6 +135,7 @@ def tree(record_id: Annotated[str, typer.Argument(help="record id")],
         try:
             root_kind = queries.record_info(st, record_id)["kind"]
             rows = (queries.ancestors if up else queries.descendants)(st, record_id, depth)
+            turns = {r.id: r for r in st.get_records([row["id"] for row in rows if row["kind"] == "turn"])}
         finally:
             st.close()
     below: dict[str, list[dict[str, Any]]] = {}
@@ -150,6 +156,12 @@ def tree(record_id: Annotated[str, typer.Argument(help="record id")],
             budget[0] -= 1
             kind = row["kind"] or "(not stored)"
             label = f"[bold]{escape(kind)}[/bold] {escape(row['id'])} [dim]{escape(row['role'])}[/dim]"
+            if (turn := turns.get(row["id"])) is not None:  # an episode reads turn by turn
+                said = getattr(turn, "observation", "") or ""
+                label += escape(f"  #{getattr(turn, 'index', '?')} {_clip(getattr(turn, 'action', ''))} -> "
+                                f"reward {getattr(turn, 'reward', None)}"
+                                + (f", {_clip(said)}" if said else "")
+                                + (f", error: {_clip(turn.error)}" if getattr(turn, "error", None) else ""))
             child = node.add(label)
             if row["id"] not in path:
                 grow(child, row["id"], path | {row["id"]})

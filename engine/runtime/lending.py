@@ -27,7 +27,17 @@ WHERE_S = 10.0  # how long a replica may take to say where it runs (a pending on
 
 
 def free_per_node() -> dict[str, Need]:
-    """CPUs and GPUs Ray has free on each live node (node id -> resources)."""
+    """CPUs and GPUs Ray has free on each live node (node id -> resources). A Ray Client driver
+    (``ray://``) has no connection to the cluster's state: a task that holds nothing asks there."""
+    from ray.util.client import ray as client
+
+    if client.is_connected():  # type: ignore[no-untyped-call]
+        free: dict[str, Need] = ray.get(ray.remote(num_cpus=0)(_free).remote())
+        return free
+    return _free()
+
+
+def _free() -> dict[str, Need]:
     from ray._private.state import available_resources_per_node
 
     nodes: dict[str, dict[str, float]] = available_resources_per_node()  # type: ignore[no-untyped-call]
@@ -70,7 +80,8 @@ def lend(pools: Sequence[tuple[str, Any]], bundles: Sequence[Mapping[str, float]
     for i in plan:
         p, r = owners[i]
         lent.setdefault(p, []).append(r)
-    parts = " and ".join(f"{len(rs)} of {len(pools[p][1].actors)} {pools[p][0]}" for p, rs in sorted(lent.items()))
+    parts = " and ".join(f"{len(rs)} of {len(pools[p][1].actors)} {pools[p][0]}"
+                         for p, rs in sorted(lent.items()))
     print(f"training needs {dict(bundles[0])} x {len(bundles)}: lending {parts} replicas until it ends",
           file=sys.stderr, flush=True)
     with ExitStack() as stack:

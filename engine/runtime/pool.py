@@ -184,7 +184,7 @@ class ReplicaPool:
             pins = [None] * count
         pool = cls([], stage_cls.name, res, pins=pins, **chunking)
         pool._recipe = (stage_cls, options, context, len(pins) > 1)
-        pool.actors = [pool._start(pin) for pin in pins]
+        pool.actors, pool.work_done = [pool._start(pin) for pin in pins], [0] * len(pins)
         return pool
 
     def _start(self, pin: str | None) -> Any:

@@ -154,7 +154,9 @@ class ActorProxy:
 
     @classmethod
     def create(cls, stage_cls: type[Any], options: Any, context: Any) -> ActorProxy:
-        res = stage_cls.resources
+        from engine.contracts import resources_of
+
+        res = resources_of(stage_cls, options)
         actor = ServiceActor.options(**actor_options(res)).remote(  # type: ignore[attr-defined]
             stage_cls, options, context)
         return cls(actor=actor, name=stage_cls.name, resources=res)

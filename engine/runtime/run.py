@@ -121,7 +121,8 @@ def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginMan
     try:
         services = Services.start(resolved, run_dir, pm)
         runner = Runner(run_id, run_dir, resolved, pm, store, sampler=services.sampler,
-                        sandbox=services.sandbox, progress=progress or StageProgress())
+                        sandbox=services.sandbox, progress=progress or StageProgress(),
+                        make_room=services.lend)
         loop = runner.instantiate(resolved.loop, "loop")
         runner.model_version = state.get("model_version")
         runner.adapters = dict(state.get("adapters") or {})

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from engine.config import ResolvedConfig, ResolvedStage
     from engine.lineage.store import LineageStore
     from engine.manager import PluginManager
+    from engine.runtime.training import MakeRoom
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Runner:
     versions: dict[str, str] = field(default_factory=dict)  # adapter role -> its latest model version
     summary: dict[str, Any] = field(default_factory=dict)
     service_seconds: float = 0.0
+    make_room: MakeRoom | None = None  # lends the services' replicas to a training (Services.lend)
 
     @property
     def config(self) -> Any:
@@ -226,7 +228,8 @@ class Runner:
         t0 = time.perf_counter()
         from engine.runtime.training import run_training  # on a Ray worker, or in process with Ray off
 
-        new = run_training(bound, self.context(), list(examples), base, str(out_dir), self.config.runtime.ray)
+        new = run_training(bound, self.context(), list(examples), base, str(out_dir), self.config.runtime.ray,
+                           self.make_room)
         self.service_seconds += time.perf_counter() - t0
         self.store.add_model_version(
             new.id, run_id=self.run_id, base_model=new.base_model, adapter_path=new.adapter_path,

@@ -2,19 +2,23 @@
 
 What it is: construction of the run's sampler (wrapped in the request cache) and sandbox from the
 resolved config, and their shutdown. On Ray each is a pool of ``replicas`` actors
-(engine.runtime.pool); in process, one instance. What it is not: the Ray placement and balancing
-of these services, which belong to engine.runtime.ray_services and engine.runtime.pool.
+(engine.runtime.pool); in process, one instance. ``lend(bundles)`` lends the pools' resources to
+a training that does not fit beside them (engine.runtime.lending). What it is not: the Ray
+placement and balancing of these services, which belong to engine.runtime.ray_services and
+engine.runtime.pool.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.config import ResolvedConfig
-from engine.contracts import StageContext, build_stage
+from engine.contracts import StageContext, build_stage, resources_of
 from engine.manager import PluginManager
 
 
@@ -24,6 +28,7 @@ class Services:
     sandbox: Any = None
     started_ray: bool = False
     clock: Clock = field(default_factory=lambda: Clock())
+    pools: list[tuple[str, Any]] = field(default_factory=list)  # (role, ReplicaPool) on Ray, sampler first
 
     @classmethod
     def start(cls, resolved: ResolvedConfig, run_dir: Path, pm: PluginManager | None = None) -> Services:
@@ -33,11 +38,11 @@ class Services:
         ctx = StageContext(seed=cfg.seed, model_name=cfg.model.name, run_dir=run_dir, plugins=pm)
         bound = [b for b in (resolved.sampler, resolved.sandbox) if b is not None]
         if cfg.runtime.ray:
-            from engine.runtime.pool import ReplicaPool, stage_resources
+            from engine.runtime.pool import ReplicaPool
             from engine.runtime.ray_services import start_ray
 
             counts = [cfg.sampler.replicas, cfg.sandbox.replicas if cfg.sandbox else 1]
-            needed = [stage_resources(b.info.cls, b.options).num_cpus * (n if isinstance(n, int) else 1)
+            needed = [resources_of(b.info.cls, b.options).num_cpus * (n if isinstance(n, int) else 1)
                       for b, n in zip(bound, counts, strict=False)]  # "auto": at least one
             from engine.runtime.training import training_cpus
 
@@ -56,7 +61,20 @@ class Services:
         clock = Clock()
         sampler = Timed(_with_cache(made[0], run_dir), clock)
         sandbox = Timed(made[1], clock) if len(made) > 1 else None
-        return cls(sampler=sampler, sandbox=sandbox, started_ray=started, clock=clock)
+        pools = list(zip(("sampler", "sandbox"), made, strict=False)) if cfg.runtime.ray else []
+        return cls(sampler=sampler, sandbox=sandbox, started_ray=started, clock=clock, pools=pools)
+
+    @contextmanager
+    def lend(self, bundles: list[dict[str, float]]) -> Iterator[bool]:
+        """For the block, stop the fewest sampler (then sandbox) replicas that make room for a
+        training's ``bundles``; they come back afterwards. True when any were lent (never off Ray)."""
+        if not self.pools:
+            yield False
+            return
+        from engine.runtime.lending import lend
+
+        with lend(self.pools, bundles) as lent:
+            yield lent
 
     def stop(self) -> None:
         for svc in (self.sampler, self.sandbox):

@@ -1,4 +1,4 @@
-"""Where a trainer runs: on Ray, with the resources it declares, never in the driver.
+"""Where a trainer runs: on Ray, with the resources its options ask for, never in the driver.
 
 What it is: ``run_training(bound, context, examples, base, out_dir, ray_enabled, make_room)``,
 what ``Runner.train`` calls. With Ray on (``runtime.ray``, the default) the trainer runs in a Ray
@@ -172,7 +172,7 @@ def _reserve(bundles: list[dict[str, float]], what: str, make_room: MakeRoom | N
     free = {k: v for k, v in available.items() if k in ("CPU", "GPU")}
     fewer = f" or lower {what.split()[0]}.options.num_workers" if len(bundles) > 1 else ""
     lending = done and make_room is not None and lent is not None
-    kept = ", the run's replicas lending theirs" if lending else "; the sampler and sandbox actors keep theirs"
+    kept = ", the run's replicas lending theirs" if lending else "; the run's replicas keep theirs"
     raise UserError(f"{what} needs {bundles[0]} x {len(bundles)} worker(s), which the Ray cluster could not "
                     f"place within {PLACEMENT_TIMEOUT_S:.0f} s (free now: {free}{kept}). Give Ray more "
                     f"resources (runtime.num_cpus for a local Ray){fewer}")

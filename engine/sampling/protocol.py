@@ -80,6 +80,8 @@ class Completion(BaseModel):
     tokens: int = 0
     finish_reason: str | None = None
     logprobs: list[float] | None = None
+    token_ids: list[int] | None = None
+    """The sampled token ids, where the backend reports them (with ``logprobs`` requested)."""
 
 
 class SampleResult(BaseModel):

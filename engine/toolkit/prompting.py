@@ -4,7 +4,8 @@ What it is: :class:`SamplingOptions` (the options every LLM stage shares: n, tem
 max_tokens, template, adapter by role, assistant prefix), :func:`load_template` (a text file with
 ``{field}`` placeholders, swappable by a path in a stage's options), :func:`chat` (one user turn,
 optionally continued by an assistant prefix), :func:`sample_chats` (whole message lists, multi-turn,
-one batched sampler call) and :func:`sample_texts` (one user prompt each, on top of it).
+one batched sampler call; :func:`chat_requests` builds its requests) and :func:`sample_texts` (one
+user prompt each, on top of it).
 What it is not: a sampler; stages never know which backend answers.
 """
 
@@ -58,14 +59,8 @@ def sample_chats(context: StageContext, stage: str, chats: Sequence[Messages], o
     (texts, model version) per chat, in input order.
     """
     sampler = context.require_sampler(stage)
-    adapter = context.adapters.get(opts.adapter_role) if opts.adapter_role else None
-    requests = [
-        SampleRequest.chat(
-            list(msgs), n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
-            max_tokens=max_tokens or opts.max_tokens, stop=tuple(stop), seed=context.seed + seed_offset,
-            adapter=adapter)
-        for msgs in chats
-    ]
+    requests = chat_requests(context, chats, opts, n=n, seed_offset=seed_offset, max_tokens=max_tokens,
+                             stop=stop)
     results = sampler.sample(requests)
     context.progress(len(requests))
     out = []
@@ -73,6 +68,19 @@ def sample_chats(context: StageContext, stage: str, chats: Sequence[Messages], o
         start = msgs[-1]["content"] if msgs and msgs[-1]["role"] == "assistant" else ""
         out.append(([start + c.text for c in r.completions], r.model_version))
     return out
+
+
+def chat_requests(context: StageContext, chats: Sequence[Messages], opts: SamplingOptions,
+                  n: int | None = None, seed_offset: int = 0, max_tokens: int | None = None,
+                  stop: Sequence[str] = (), logprobs: bool = False) -> list[SampleRequest]:
+    """The sampler requests :func:`sample_chats` sends: one per chat, with ``opts``' settings, the
+    run's seed and the adapter of ``opts.adapter_role`` (for code that needs the raw results:
+    token ids and log-probabilities with ``logprobs``)."""
+    adapter = context.adapters.get(opts.adapter_role) if opts.adapter_role else None
+    return [SampleRequest.chat(list(msgs), n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
+                               max_tokens=max_tokens or opts.max_tokens, stop=tuple(stop),
+                               seed=context.seed + seed_offset, adapter=adapter, logprobs=logprobs)
+            for msgs in chats]
 
 
 def sample_texts(context: StageContext, stage: str, prompts: Sequence[str], opts: SamplingOptions,

@@ -6,10 +6,11 @@ split evenly over the workers), and the collective steps an explicit training lo
 as one model on several workers: ``broadcast_params`` (every worker starts from rank 0's weights),
 ``all_reduce_sum`` (a few scalars summed over the workers; on the GPU under nccl) and
 ``sum_gradients`` (gradients summed in one flat all-reduce, so a loss normalised by the global
-batch's size gives the gradient of the whole batch). TRL/transformers trainers need none of these: they pick up torch.distributed
-themselves (DDP, data sharded per global batch). What it is not: the launcher: who starts the
-workers and initialises torch.distributed (Ray Train, in engine/runtime/training.py) is not this
-module's business, and it imports no ray. torch is imported inside the functions.
+batch's size gives the gradient of the whole batch). TRL/transformers trainers need none of
+these: they pick up torch.distributed themselves (DDP, data sharded per global batch). What it
+is not: the launcher: who starts the workers and initialises torch.distributed (Ray Train, in
+engine/runtime/training.py) is not this module's business, and it imports no ray. torch is
+imported inside the functions.
 """
 
 from __future__ import annotations

@@ -54,3 +54,34 @@ def test_inspect_example_runs(argv: list[str]) -> None:
     for args in (argv, [*argv, "--json"]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
+
+
+def test_the_readme_environment_runs_episodes(scripted_sampler: object, tmp_path: Path) -> None:
+    """The countdown environment of "Write a plugin", exactly as written, driven by the engine."""
+    import importlib.util
+    import re
+
+    from engine.contracts import StageContext, build_stage, check_stage_class
+    from engine.records import Task
+    from engine.sampling.protocol import SampleRequest
+
+    text = (ROOT / "README.md").read_text()
+    (code,) = re.findall(r"```python\n# countdown_env.py\n(.*?)```", text, re.S)
+    (tmp_path / "countdown_env.py").write_text(code)
+    assert len(code.strip().splitlines()) <= 26, "a short environment"
+    spec = importlib.util.spec_from_file_location("countdown_env", tmp_path / "countdown_env.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (cls,) = module.register_environments()
+    assert check_stage_class(cls, "environment") == []
+
+    def count(request: SampleRequest, i: int) -> str:  # counts down right from 2, wrong from 4
+        start = int(re.findall(r"from (\d+)", (request.messages or ())[0][1])[0])
+        said = sum(1 for r, _ in request.messages or () if r == "assistant")
+        return str(start - said - 1) if start == 2 else "7"
+
+    env = build_stage(cls, {"max_turns": 5}, StageContext(sampler=scripted_sampler(script=count)))  # type: ignore[operator]
+    (done, stopped) = env.rollout([Task(prompt="2"), Task(prompt="4")])  # type: ignore[attr-defined]
+    assert done.rewards["reward"] == [1.0, 1.0] and done.meta["turns"] == 2, "2 -> 1 -> 0: done"
+    assert stopped.rewards["reward"] == [0.0] and stopped.meta["turns"] == 1, "4 -> '2' is wrong: over"
