@@ -10,6 +10,7 @@ engine.runtime.pool.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,10 +97,26 @@ def _with_cache(sampler: Any, run_dir: Path) -> Any:
 
 @dataclass
 class Clock:
-    """Seconds spent inside service calls (sampling, sandboxing, training): what is not
-    orchestration. bench/runtime reports wall time minus this."""
+    """Seconds during which at least one service call (sampling, sandboxing) was running: what is
+    not orchestration. Streamed stages call services from several threads at once, so overlapping
+    calls count once (``enter``/``leave``). bench/runtime reports wall time minus this."""
 
     seconds: float = 0.0
+    _busy: int = 0
+    _since: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._busy == 0:
+                self._since = time.perf_counter()
+            self._busy += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            if self._busy == 0:
+                self.seconds += time.perf_counter() - self._since
 
 
 class Timed:
@@ -113,11 +130,11 @@ class Timed:
         return getattr(self._service, attr)
 
     def _timed(self, verb: str, batch: Any) -> Any:
-        t0 = time.perf_counter()
+        self._clock.enter()
         try:
             return getattr(self._service, verb)(batch)
         finally:
-            self._clock.seconds += time.perf_counter() - t0
+            self._clock.leave()
 
     def sample(self, requests: Any) -> Any:
         return self._timed("sample", requests)

@@ -190,3 +190,23 @@ def test_a_finished_stream_is_replayed_chunk_by_chunk_without_running(tmp_path: 
     resume_run(run_dir, pm=manager())
     assert Log.calls == [], "every chunk came from lineage"
     assert Piped.seen == first
+
+
+def test_the_service_clock_counts_overlapping_calls_once() -> None:
+    from engine.runtime.services import Clock, Timed
+
+    class Slow:
+        def sample(self, requests: Any) -> Any:
+            time.sleep(0.2)
+            return requests
+
+    clock = Clock()
+    timed = Timed(Slow(), clock)
+    threads = [threading.Thread(target=timed.sample, args=([],)) for _ in range(3)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    assert 0.19 <= clock.seconds <= wall, "three overlapping 0.2 s calls are 0.2 s inside services"
