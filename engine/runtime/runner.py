@@ -203,17 +203,19 @@ class Runner:
                                   error=error)
 
     # -- training -----------------------------------------------------------------------------
-    def train(self, examples: Sequence[Record], role: str = "policy") -> str | None:
+    def train(self, examples: Sequence[Record], role: str = "policy", key: str = "") -> str | None:
         """Train the adapter of ``role`` with its trainer (``trainers[role]``, else ``trainer``) on
         ``examples``; record and return the new model version. The ``policy`` role's version is the
-        run's ``model_version``; each role continues from its own previous adapter."""
+        run's ``model_version``; each role continues from its own previous adapter. ``key`` names
+        each of several trainings of one role in an iteration (on-policy steps: ``key="step2"``);
+        the stages called after a training sample from its adapter."""
         from engine.training.protocol import ModelVersion
 
         bound = self.resolved.trainer_for(role)
         if bound is None or not examples:
             return None
-        stage_role = f"train:{role}"
-        exec_id = self._start(stage_role, bound, "")
+        stage_role = f"train:{role}" + (f":{key}" if key else "")
+        exec_id = self._start(f"train:{role}", bound, key)
         done = self.store.stage_execution(exec_id)
         made = self.store.model_version_made_by(exec_id) if done and done.get("finished") else None
         if made is not None:  # a resumed run: this training finished before the crash; never redo it
@@ -224,7 +226,7 @@ class Runner:
         parent = self.versions.get(role, self.model_version if role == "policy" else None)
         base = ModelVersion(base_model=self.config.model.name, adapter_path=self.adapters.get(role),
                             parent=parent)
-        out_dir = self.run_dir / "adapters" / f"iter{self.iteration}-{role}"
+        out_dir = self.run_dir / "adapters" / (f"iter{self.iteration}-{role}" + (f"-{key}" if key else ""))
         t0 = time.perf_counter()
         from engine.runtime.training import run_training  # on a Ray worker, or in process with Ray off
 
@@ -235,7 +237,8 @@ class Runner:
             new.id, run_id=self.run_id, base_model=new.base_model, adapter_path=new.adapter_path,
             checkpoint_hash=new.checkpoint_hash, parent_version=parent, execution_id=exec_id,
             trained_on=[e.id for e in examples])
-        self.store.add_training_steps(self.run_id, self.iteration, new.id, role, new.steps)
+        self.store.add_training_steps(self.run_id, self.iteration, new.id, stage_role.removeprefix("train:"),
+                                      new.steps)
         self.finish_execution(exec_id, stage_role, bound, len(examples), 1, time.perf_counter() - t0, None)
         self._adopt(role, new.id, new.adapter_path)
         return new.id

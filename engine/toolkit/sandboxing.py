@@ -3,7 +3,9 @@
 What it is: :func:`context_sandbox` (the run's sandbox, ``context.sandbox``, or else a fresh
 instance of the registered ``bubblewrap`` sandbox stage that the caller closes) and
 :func:`run_jobs` (a batch of ``sandbox.protocol.Job`` as ONE sandbox call, each distinct job run
-once, results in input order). The ``sandbox-exec`` generator and the HumanEval evaluator run
+once, results in input order), :func:`run_answers` (model answers' code against their tests)
+and :func:`feedback_of` (a run's outcome as the short text a model
+is shown: the failing assert, the exception). The ``sandbox-exec`` generator and the HumanEval evaluator run
 their code through these. What it is not: a sandbox; the isolation and the Job/Result types live
 in sandbox/ (imported here for type checking only: the engine does not import sandbox/ at run time).
 """
@@ -47,3 +49,28 @@ def run_jobs(context: StageContext, jobs: Sequence[Job]) -> list[Result]:
         if owned:
             sandbox.close()
     return [results[k].model_copy(deep=True) for k in keys]
+
+
+def run_answers(context: StageContext, answers: Sequence[str], tests: Sequence[str]) -> list[Result]:
+    """Each model answer's first code block (engine.toolkit.code.first_code) run against its tests,
+    in one sandbox call (:func:`run_jobs`); one Result per answer, in order."""
+    from engine.toolkit.code import first_code
+    from sandbox.protocol import Job
+
+    jobs = [Job(program=first_code(a), tests=t) for a, t in zip(answers, tests, strict=True)]
+    return run_jobs(context, jobs)
+
+
+def feedback_of(result: Result, limit: int = 600) -> str:
+    """What a model is told about its code's run: "All tests passed.", or the first failing assert
+    and the last lines of the error output (the exception), trimmed to ``limit`` characters."""
+    if result.status == "passed":
+        return "All tests passed."
+    parts = [f"Status: {result.status}."]
+    if result.failed_tests:
+        parts.append("Failing test: " + result.failed_tests[0].strip())
+    tail = [line for line in (result.stderr or "").strip().splitlines() if line.strip()][-3:]
+    if tail:
+        parts.append("\n".join(tail))
+    text = "\n".join(parts)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -37,7 +37,8 @@ ROOT = CONFIGS.parent
 
 
 def readme_blocks(section: str) -> dict[str, str]:
-    """Code blocks of README's ``## <section>``, keyed by their first-line file name."""
+    """Code blocks of README's ``## <section>`` whose first line is a file name (``# name.py``),
+    keyed by it; other blocks (an example with a longer first comment) are left out."""
     import re
 
     text = (ROOT / "README.md").read_text()
@@ -45,7 +46,8 @@ def readme_blocks(section: str) -> dict[str, str]:
     blocks = {}
     for block in re.findall(r"```(?:toml|python)\n(.*?)```", body, re.S):
         first, rest = block.split("\n", 1)
-        blocks[first.lstrip("# ").strip()] = rest
+        if re.fullmatch(r"# [\w.-]+", first.strip()):
+            blocks[first.lstrip("# ").strip()] = rest
     return blocks
 
 

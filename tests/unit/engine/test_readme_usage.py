@@ -66,7 +66,7 @@ def test_the_readme_environment_runs_episodes(scripted_sampler: object, tmp_path
     from engine.sampling.protocol import SampleRequest
 
     text = (ROOT / "README.md").read_text()
-    (code,) = re.findall(r"```python\n# countdown_env.py\n(.*?)```", text, re.S)
+    (code,) = re.findall(r"```python\n# countdown_env.py[^\n]*\n(.*?)```", text, re.S)
     (tmp_path / "countdown_env.py").write_text(code)
     assert len(code.strip().splitlines()) <= 26, "a short environment"
     spec = importlib.util.spec_from_file_location("countdown_env", tmp_path / "countdown_env.py")
