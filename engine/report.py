@@ -1,15 +1,17 @@
 """Run reports: a per-iteration table of funnel and metrics, and PNG plots of them and of training.
 
 What it is: ``iteration_table`` (one row per iteration: records out of each role, then each
-metric) and ``plot_report`` (``metrics.png``: each metric across iterations, iteration 0 being
-the base model; ``funnel.png``: records out of each role per iteration, as grouped bars;
-``loss.png``: the training loss per optimizer step, one line per iteration and adapter role),
-all read from the lineage store. What it is not: a dashboard; matplotlib is imported only here,
-with the non-interactive Agg backend.
+metric), ``paired_lines`` (each iteration against the base model item by item, McNemar, where an
+evaluator kept per-item outcomes) and ``plot_report`` (``metrics.png``: each metric across
+iterations, iteration 0 being the base model; ``funnel.png``: records out of each role per
+iteration, as grouped bars; ``loss.png``: the training loss per optimizer step, one line per
+iteration and adapter role), all read from the lineage store. What it is not: a dashboard;
+matplotlib is imported only here, with the non-interactive Agg backend.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,36 @@ def iteration_table(store: Any, run_id: str) -> tuple[list[str], list[list[Any]]
         vals = {f"{m['evaluator']}/{m['metric']}": m["value"] for m in metrics if m["iteration"] == it}
         rows.append([it, *(outs.get(role) for role in roles), *(vals.get(n) for n in names)])
     return ["iteration", *roles, *names], rows
+
+
+def paired_lines(store: Any, run_id: str) -> list[str]:
+    """For each evaluator that kept per-item outcomes (``details["outcomes"]``, [r1, r2] per item),
+    each later iteration against iteration 0 (the base model), item by item: the exact McNemar test
+    (engine.toolkit.stats) on attempt 1 and on attempt 2."""
+    from engine.toolkit.stats import mcnemar
+
+    kept: dict[str, dict[int, list[list[int]]]] = {}
+    for m in queries.metric_details(store, run_id):
+        details = m["details"] if isinstance(m["details"], dict) else json.loads(m["details"] or "{}")
+        outcomes = details.get("outcomes")
+        if outcomes:
+            name = f"{m['evaluator']}/{m['metric'].rsplit('/', 1)[0]}"
+            kept.setdefault(name, {})[m["iteration"]] = outcomes
+    lines = []
+    for name, by_it in kept.items():
+        if 0 not in by_it:
+            continue
+        for it in sorted(i for i in by_it if i > 0):
+            for attempt in (0, 1):
+                a = [o[attempt] for o in by_it[0]]
+                b = [o[attempt] for o in by_it[it]]
+                if len(a) != len(b):
+                    continue
+                test = mcnemar(a, b)
+                lines.append(f"{name} attempt {attempt + 1}, iteration {it} vs base: {sum(b)}/{len(b)} "
+                             f"against {sum(a)}/{len(a)}; {test.b_only} gained, {test.a_only} lost: "
+                             f"{test.verdict}")
+    return lines
 
 
 def plot_report(store: Any, run_id: str, out_dir: Path) -> list[Path]:

@@ -118,12 +118,14 @@ def report(run: Annotated[str, typer.Argument(help="run directory (or store URL 
            ) -> None:
     """Per-iteration table of the funnel and metrics; PNG plots of both and of the trainers' loss curves."""
     from engine.cli.lineage import _open, _pick_run, one_line_errors
-    from engine.report import plot_report
+    from engine.report import paired_lines, plot_report
 
     with one_line_errors():
         store = _open(run)
         rid = _pick_run(store, run, run_id)
         out.print(report_table(store, rid))
+        for line in paired_lines(store, rid):
+            out.print(f"paired: {line}", highlight=False, markup=False)
         out_dir = plots or (Path(run) / "report" if Path(run).is_dir() else Path("report") / rid)
         written = plot_report(store, rid, out_dir)
         store.close()

@@ -192,6 +192,16 @@ def metrics(src: LineageStore | Engine | Connection, run_id: str) -> list[Row]:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
+def metric_details(src: LineageStore | Engine | Connection, run_id: str) -> list[Row]:
+    """What evaluators kept beside their values: rows (iteration, evaluator, metric, details)."""
+    m = t.metrics.c
+    query = (select(m.iteration, m.evaluator, m.metric, m.details)
+             .where(m.run_id == run_id).order_by(m.iteration, m.evaluator, m.metric, m.model_key))
+    with connection(src) as conn:
+        require_run(conn, run_id)
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
 def diff_iterations(src: LineageStore | Engine | Connection, run_id: str, a: int, b: int) -> Row:
     """Funnel and metric differences between iterations ``a`` and ``b`` of a run:
     ``{"funnel": [(role, stage, n_in/n_out in a and b, delta_out)], "metrics": [(evaluator,

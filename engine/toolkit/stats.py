@@ -1,0 +1,40 @@
+"""Paired tests for comparing two model versions on the same items.
+
+What it is: :func:`mcnemar`, the exact McNemar test on paired binary outcomes (each item right or
+wrong under version A and under version B): only the discordant items count, and under the null
+hypothesis each goes either way with probability 1/2, so the two-sided p-value is a binomial tail.
+What it is not: a test for continuous scores (use a paired bootstrap there) or a power analysis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import comb
+
+
+@dataclass(frozen=True)
+class Paired:
+    """The outcome of a paired comparison of B against A on the same ``n`` items."""
+
+    n: int
+    a_only: int  # right under A, wrong under B
+    b_only: int  # wrong under A, right under B
+    p_value: float
+
+    @property
+    def verdict(self) -> str:
+        if self.p_value >= 0.05:
+            return f"no significant change (p = {self.p_value:.3g})"
+        return f"{'better' if self.b_only > self.a_only else 'worse'} (p = {self.p_value:.3g})"
+
+
+def mcnemar(a: Sequence[bool | int], b: Sequence[bool | int]) -> Paired:
+    """Exact two-sided McNemar test of B against A (item i is ``a[i]`` under A, ``b[i]`` under B)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
+    a_only = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    b_only = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    m = a_only + b_only
+    tail = sum(comb(m, k) for k in range(min(a_only, b_only) + 1)) / 2 ** m if m else 1.0
+    return Paired(n=len(a), a_only=a_only, b_only=b_only, p_value=min(1.0, 2 * tail))
