@@ -175,7 +175,7 @@ def stage_progress() -> Iterator[tuple[Any, Callable[[int, dict[str, Any]], None
     def start(role: str, total: int) -> None:
         tasks[role] = bar.add_task(role, total=total or None)
         if bar.disable:  # no live bar (output is not a terminal): say what started, so logs show it
-            err.print(f"  [dim]{role:<24} {total or 'streamed':>6} in  started[/dim]", highlight=False)
+            err.print(f"  [dim]{role:<24} {total or '-':>6} in  started[/dim]", highlight=False)
 
     def advance(role: str, n: int) -> None:
         if role in tasks:
