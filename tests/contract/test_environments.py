@@ -30,7 +30,7 @@ def build(name: str) -> Any:
 
 
 def test_built_in_environments_are_registered() -> None:
-    assert {"python-exec"} <= set(PM.stages("environment"))
+    assert {"math", "python-exec", "self-correct"} <= set(PM.stages("environment"))
 
 
 @pytest.mark.parametrize("name", sorted(PM.stages("environment")))
