@@ -107,6 +107,14 @@ class Environment(Stage[EnvOptionsT]):
         return list(run_episodes(self, [t for t in tasks if isinstance(t, Task)]))
 
 
+def require_meta(tasks: Sequence[Task], key: str, what: str) -> None:
+    """For ``reset``: every task carries ``meta[key]`` (``what`` it is), else a ValueError naming
+    the task (the driver then fails that task's episode only)."""
+    for task in tasks:
+        if not str(task.meta.get(key) or "").strip():
+            raise ValueError(f"task {task.id} has no {what} (meta[{key!r}])")
+
+
 def _each(verb: Callable[..., list[Observation]], items: Sequence[Any], *more: Sequence[Any],
           ) -> list[Observation | BaseException]:
     """``verb`` on the whole batch; if it raises, on each item alone (an error per failed item)."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pydantic import Field
 
 from engine import hookimpl
-from engine.episodes import Environment, Episode, EpisodeOptions, Observation
+from engine.episodes import Environment, Episode, EpisodeOptions, Observation, require_meta
 from engine.records import Task
 
 
@@ -36,9 +36,7 @@ class MathEnv(Environment[MathOptions]):
         return [Task(prompt="What is 40 + 2?", meta={"answer": "42"})]
 
     def reset(self, tasks: Sequence[Task]) -> list[Observation]:
-        for task in tasks:
-            if not str(task.meta.get("answer") or "").strip():
-                raise ValueError(f"task {task.id} has no gold answer (meta['answer'])")
+        require_meta(tasks, "answer", "gold answer")
         return [Observation(text=self.options.prompt.format(task=t.prompt)) for t in tasks]
 
     def step(self, episodes: Sequence[Episode], actions: Sequence[str]) -> list[Observation]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pydantic import Field
 
 from engine import hookimpl
-from engine.episodes import Environment, Episode, EpisodeOptions, Observation
+from engine.episodes import Environment, Episode, EpisodeOptions, Observation, require_meta
 from engine.records import Task
 from engine.toolkit.sandboxing import feedback_of, run_answers
 
@@ -41,9 +41,7 @@ class PythonExec(Environment[PythonExecOptions]):
                      meta={"tests": "assert add(1, 2) == 3\nassert add(-1, 1) == 0"})]
 
     def reset(self, tasks: Sequence[Task]) -> list[Observation]:
-        for task in tasks:
-            if not str(task.meta.get("tests") or "").strip():
-                raise ValueError(f"task {task.id} has no tests (meta['tests']) to run the code against")
+        require_meta(tasks, "tests", "tests to run the code against")
         return [Observation(text=self.options.prompt.format(task=t.prompt)) for t in tasks]
 
     def step(self, episodes: Sequence[Episode], actions: Sequence[str]) -> list[Observation]:

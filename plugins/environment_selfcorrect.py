@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from engine import hookimpl
-from engine.episodes import Environment, Episode, EpisodeOptions, Observation
+from engine.episodes import Environment, Episode, EpisodeOptions, Observation, require_meta
 from engine.records import Task
 from engine.toolkit.sandboxing import run_answers
 
@@ -47,10 +47,8 @@ class SelfCorrect(Environment[SelfCorrectOptions]):
         return [Task(prompt="What is 40 + 2?", meta={"answer": "42"})]
 
     def reset(self, tasks: Sequence[Task]) -> list[Observation]:
-        key = "answer" if self.options.verifier == "math" else "tests"
-        for task in tasks:
-            if not str(task.meta.get(key) or "").strip():
-                raise ValueError(f"task {task.id} has no meta[{key!r}] for the {self.options.verifier} check")
+        math = self.options.verifier == "math"
+        require_meta(tasks, "answer" if math else "tests", "gold answer" if math else "tests")
         prompt = self.options.prompt or (MATH_PROMPT if self.options.verifier == "math" else CODE_PROMPT)
         return [Observation(text=prompt.format(task=t.prompt)) for t in tasks]
 

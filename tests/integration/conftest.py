@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +146,40 @@ class RayProcesses:
 @pytest.fixture(scope="session")
 def ray_procs() -> type[RayProcesses]:
     return RayProcesses
+
+
+@contextmanager
+def simulated_cluster(head: dict[str, Any], nodes: list[dict[str, Any]], module: Any) -> Iterator[Any]:
+    """A ``ray.cluster_utils.Cluster`` (head node ``head``, one worker node per ``nodes`` entry) on
+    this machine, this process connected to it and ``module``'s test stages pickled by value; the
+    environment it changes is restored and everything is shut down afterwards."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from engine.runtime.ray_services import start_ray
+
+    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
+    os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_USAGE_STATS_ENABLED="0")
+    ray.shutdown()
+    made = Cluster(initialize_head=True, head_node_args=head)
+    try:
+        for node in nodes:
+            made.add_node(**node)
+        made.wait_for_nodes()
+        start_ray(made.address, None, 0)
+        ray.cloudpickle.register_pickle_by_value(module)
+        yield made
+    finally:
+        ray.shutdown()
+        made.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def make_cluster() -> Callable[..., Any]:
+    """:func:`simulated_cluster` for a test module's own cluster fixture."""
+    return simulated_cluster

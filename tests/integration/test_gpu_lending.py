@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -90,31 +89,10 @@ def register_trainers() -> list[type]:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from engine.runtime.ray_services import start_ray
-
-    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
-    os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_USAGE_STATS_ENABLED="0")
-    ray.shutdown()
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0})
-    try:
-        for _ in range(NODES):
-            made.add_node(num_cpus=2, num_gpus=1)
-        made.wait_for_nodes()
-        start_ray(made.address, None, 0)
-        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test sampler and trainer
+def cluster(make_cluster: Any) -> Iterator[Any]:
+    nodes = [{"num_cpus": 2, "num_gpus": 1}] * NODES
+    with make_cluster({"num_cpus": 0, "num_gpus": 0}, nodes, sys.modules[__name__]) as made:
         yield made
-    finally:
-        ray.shutdown()
-        made.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def plugin_manager() -> Any:

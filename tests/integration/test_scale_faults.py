@@ -15,7 +15,6 @@ its node: the pool drops it, redoes its chunks on the survivors, and shrinks.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import threading
 import time
@@ -42,31 +41,10 @@ class OneCpuSampler(ScriptedSampler):
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from engine.runtime.ray_services import start_ray
-
-    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
-    os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_USAGE_STATS_ENABLED="0")
-    ray.shutdown()
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": FAST_HEALTH_CHECKS})
-    try:
-        for _ in range(WORKERS):
-            made.add_node(num_cpus=1)
-        made.wait_for_nodes()
-        start_ray(made.address, None, 0)
-        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # OneCpuSampler
+def cluster(make_cluster: Any) -> Iterator[Any]:
+    head = {"num_cpus": 0, "_system_config": FAST_HEALTH_CHECKS}
+    with make_cluster(head, [{"num_cpus": 1}] * WORKERS, sys.modules[__name__]) as made:
         yield made
-    finally:
-        ray.shutdown()
-        made.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def workers_alive(cluster: Any) -> list[Any]:

@@ -167,3 +167,15 @@ def test_trajectories_are_what_the_reinforce_trainer_reads(scripted_sampler: Any
     (t,) = env(scripted_sampler(script=script)).rollout([Task(prompt="target 2")])
     assert isinstance(t, Trajectory) and t.rewards == {"reward": [0.0, 1.0]}
     assert t.token_ids == [[], []] and t.logprobs == [[], []], "the scripted sampler reports no tokens"
+
+
+def test_a_task_the_environment_cannot_score_fails_alone(scripted_sampler: Any) -> None:
+    from engine.contracts import build_stage
+    from engine.manager import create_plugin_manager
+
+    pm = create_plugin_manager(entry_points=False)
+    sampler = scripted_sampler(["The answer is 42."])
+    env = build_stage(pm.stage("environment", "math").cls, None, StageContext(sampler=sampler, plugins=pm))
+    ok, bad = env.rollout([Task(prompt="40 + 2?", meta={"answer": "42"}), Task(prompt="no gold")])  # type: ignore[attr-defined]
+    assert ok.meta == {"status": "done", "turns": 1} and ok.rewards["reward"] == [1.0]
+    assert bad.meta["status"] == "failed" and "has no gold answer (meta['answer'])" in bad.meta["error"]
