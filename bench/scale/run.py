@@ -321,13 +321,13 @@ def paper(speedup: float, replicas: int) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (CI, about a minute)")
     ap.add_argument("--real", action="store_true", help="also (b): SmolLM2, 2 replicas x 1 thread vs 1 x 2")
     ap.add_argument("--only-real", action="store_true", help="(b) alone")
     ap.add_argument("--repeats", type=int, default=3, help="(b): best of this many interleaved runs")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not args.only_real:
         table, speedup = simulate(args.quick)
         print(table + "\n\n" + paper(speedup, SIZES["quick" if args.quick else "full"][2][-1]), flush=True)
@@ -336,3 +336,8 @@ if __name__ == "__main__":
         from bench.scale.real import real
 
         print("\n" + real(args.repeats), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

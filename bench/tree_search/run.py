@@ -33,7 +33,6 @@ from plugins.refiner_tree import (
     TreeOptions,
     TreeRefineOptions,
     TreeSearchRefiner,
-    final_nodes,
 )
 
 PAIRS = [  # (instruction, a response that fails it, why it fails)
@@ -116,9 +115,9 @@ def run_mode(sampler: Any, per_node: bool, opts: TreeOptions, n: int, verbose: b
     counting = CountingSampler(sampler, per_node, verbose)
     stage = TreeSearchRefiner(opts, StageContext(seed=1234, sampler=counting))  # type: ignore[arg-type]
     t = time.perf_counter()
-    nodes: list[Refinement] = stage.refine(*roots(n))
+    finals: list[Refinement] = stage.refine(*roots(n))  # one final node per root
     wall = time.perf_counter() - t
-    finals = final_nodes(nodes)
+    nodes = [r for r in stage.context.emitted if isinstance(r, Refinement)]  # every node, as side outputs
     print(f"  {'node-by-node' if per_node else 'batched'}: {len(nodes)} nodes, {counting.calls} calls, "
           f"{wall:.1f} s", file=sys.stderr, flush=True)
     return {"nodes": len(nodes), "calls": counting.calls, "requests": counting.requests,
