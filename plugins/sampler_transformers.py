@@ -40,6 +40,8 @@ class TransformersOptions(BaseModel):
     truncation: Literal["error", "left"] = Field(
         "error", description="a prompt that does not fit: error, or drop its oldest tokens")
     num_threads: int | None = Field(None, description="torch CPU threads; default: torch's")
+    max_adapters: int = Field(8, ge=1, le=1024, description="LoRA adapters kept loaded; the least "
+                              "recently used one is unloaded past this (an RL run makes one per step)")
     cache_dir: str | None = Field(None, description="where converted models live")
 
 
@@ -78,6 +80,7 @@ class TransformersSampler(Stage[TransformersOptions]):
         self.model: Any = None
         self.tokenizer: Any = None
         self._peft: Any = None
+        self._recent: list[str] = []  # loaded adapters, least recently used first
         self.base_version = ""
 
     @property
@@ -147,6 +150,11 @@ class TransformersSampler(Stage[TransformersOptions]):
         elif key not in self._peft.peft_config:
             self._peft.load_adapter(adapter, adapter_name=key)
         self._peft.set_adapter(key)
+        if key in self._recent:
+            self._recent.remove(key)
+        self._recent.append(key)
+        while len(self._recent) > self.options.max_adapters:  # on-policy RL makes one per step
+            self._peft.delete_adapter(self._recent.pop(0))
         return self._peft, nullcontext()
 
     # -- sampling -------------------------------------------------------------------------------

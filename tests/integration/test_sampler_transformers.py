@@ -172,3 +172,15 @@ def test_cache_repeat_makes_zero_backend_calls(sampler: TransformersSampler, tmp
     again = CachedSampler(spy, SampleCache.in_run_dir(tmp_path)).sample(reqs)  # type: ignore[arg-type]
     assert spy.calls == 1
     assert all(r.cached for r in again) and texts(again) == texts(first)
+
+
+def test_least_recently_used_adapters_are_unloaded(adapters: list[str]) -> None:
+    from plugins.sampler_transformers import TransformersOptions
+
+    small = TransformersSampler(TransformersOptions(max_adapters=1)).load()
+    q = "What is the capital of France?"
+    first = small.sample([SampleRequest.chat(q, max_tokens=6, adapter=adapters[0])])
+    small.sample([SampleRequest.chat(q, max_tokens=6, adapter=adapters[1])])
+    assert len(small._peft.peft_config) == 1, "the first adapter was unloaded"
+    again = small.sample([SampleRequest.chat(q, max_tokens=6, adapter=adapters[0])])
+    assert texts(again) == texts(first), "an unloaded adapter loads again, the same"
