@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.contracts import VERBS, Stage
-from engine.lineage.chunks import inputs_hash
 from engine.records import Link, Record, StageError
 
 if TYPE_CHECKING:
@@ -104,6 +103,8 @@ class StageRun:
 
     def chunk(self, index: int, args: Args) -> Outputs:
         """Chunk ``index``: its stored outputs if it finished before (same inputs), else the verb's."""
+        from engine.lineage.chunks import inputs_hash  # the store's package (alembic) only when writing
+
         self.n_in += len(args[0]) if args else 0
         store = self.runner.store
         digest = inputs_hash(args)
