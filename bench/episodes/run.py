@@ -361,7 +361,7 @@ def notes(sz: Sizes, ep: dict[str, Any], ho: dict[str, Any], rl: dict[str, Any],
            f"- Hand-off: the request is one chat turn, greedy, {sz.handoff_tokens} new tokens; on the base "
            f"model before any adapter it took {1000 * ho['base_s']:.0f} ms (least of 3), so the unmerged "
            f"adapter costs each request {1000 * (loaded - ho['base_s']):.0f} ms more. {ho['held']} adapters "
-           f"are held by the sampler at the end (it never evicts one).",
+           f"are held by the sampler at the end (it keeps up to max_adapters, 8 by default).",
            f"- RL batch: mean completion tokens, engine sampler {rl['mean_tokens']:.1f}"
            + (f", GRPO {grpo['mean_tokens']:.1f}; the ratios are GRPO seconds / reinforce seconds." if grpo
               else ".")]
