@@ -39,6 +39,11 @@ class StageProgress:
     end: Callable[[str, int, int, float], None] = lambda role, n_in, n_out, s: None
 
 
+def keyed(role: str, key: str) -> str:
+    """The name of a stage execution: its role, and ``:key`` for a keyed call (``judge:refined``)."""
+    return f"{role}:{key}" if key else role
+
+
 @dataclass
 class Runner:
     run_id: str
@@ -102,7 +107,7 @@ class Runner:
         run = self._stage_run(role, key)
         if run is None:
             self.check_kinds(role, "hands in", [r for arg in chunk for r in arg], "takes")
-            self.funnel(role + (f":{key}" if key else ""), len(chunk[0]) if chunk else 0)
+            self.funnel(keyed(role, key), len(chunk[0]) if chunk else 0)
             return Outputs(chunk[0] if chunk else [])
         if run.finished():
             out = Outputs()
@@ -139,7 +144,7 @@ class Runner:
         if bound is None:
             return None
         exec_id = self._start(role, bound, key)
-        return StageRun(self, role, role + (f":{key}" if key else ""), bound, exec_id)
+        return StageRun(self, role, keyed(role, key), bound, exec_id)
 
     def check_kinds(self, role: str, what: str, records: Sequence[Any], side: str) -> None:
         """The records a role is handed (``takes``) or gives back (``gives``) are of the kinds the loop
@@ -187,7 +192,7 @@ class Runner:
 
     def _start(self, role: str, bound: ResolvedStage, key: str) -> str:
         return self.store.start_stage(
-            self.run_id, self.iteration, role + (f":{key}" if key else ""), kind=bound.info.kind,
+            self.run_id, self.iteration, keyed(role, key), kind=bound.info.kind,
             stage=bound.info.name, plugin=bound.info.plugin, plugin_version=bound.info.version,
             options=bound.options.model_dump(mode="json"), model_version=self.model_version,
             attempt_key=key)
@@ -214,7 +219,7 @@ class Runner:
         bound = self.resolved.trainer_for(role)
         if bound is None or not examples:
             return None
-        stage_role = f"train:{role}" + (f":{key}" if key else "")
+        stage_role = keyed(f"train:{role}", key)
         exec_id = self._start(f"train:{role}", bound, key)
         done = self.store.stage_execution(exec_id)
         made = self.store.model_version_made_by(exec_id) if done and done.get("finished") else None
