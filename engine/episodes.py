@@ -16,6 +16,8 @@ the ``reinforce`` trainer takes.
 An environment that raises on a batch is asked again episode by episode; an episode on which it
 still raises ends there, failed, with the error on its last turn and in its trajectory's
 ``meta``; the others go on.
+The loop under it, :func:`drive`, is the step loop of every batched multi-step stage: the tree
+search (plugins/refiner_tree.py) advances its roots with it, one sampler call per depth.
 What it is not: a trainer, or a sampler: the driver samples through the run's sampler (the
 adapter of ``adapter_role``), and the loop trains on the trajectories.
 """
@@ -30,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from engine.contracts import Messages, Stage
 from engine.records import Link, Record, Task, Trajectory, Turn
+from engine.sampling.protocol import SampleResult
 from engine.toolkit.prompting import SamplingOptions, chat_requests
 
 
@@ -81,6 +84,7 @@ class Episode:
 
 
 EnvOptionsT = TypeVar("EnvOptionsT", bound=EpisodeOptions)
+S = TypeVar("S")
 
 
 class Environment(Stage[EnvOptionsT]):
@@ -157,18 +161,34 @@ def _begin(env: Environment[Any], tasks: Sequence[Task]) -> list[Episode]:
     return episodes
 
 
+def drive(stage: Stage[Any], states: Sequence[S], opts: SamplingOptions, *, done: Callable[[S], bool],
+          chats: Callable[[list[S], int], list[Messages]],
+          advance: Callable[[list[S], list[SampleResult], int], None],
+          n: int | None = None, seed: Callable[[int], int] = lambda step: step,
+          logprobs: bool = False) -> int:
+    """The step loop of every batched multi-step stage (the episodes below, the tree search): while
+    some state is not ``done``, ``chats(live, step)`` gives this step's chats for the live states
+    (the stage plans its step there), ONE sampler call samples them all (``n`` completions each,
+    ``opts``' settings and adapter, seed offset ``seed(step)``) and ``advance(live, results, step)``
+    takes the results in chat order. ``advance`` must bring every state closer to done. Returns
+    the number of steps."""
+    sampler = stage.context.require_sampler(stage.name)
+    step = 0
+    while live := [s for s in states if not done(s)]:
+        asked = chats(live, step)
+        requests = chat_requests(stage.context, asked, opts, n=n, seed_offset=seed(step), logprobs=logprobs)
+        advance(live, sampler.sample(requests) if requests else [], step)
+        step += 1
+    return step
+
+
 def run_episodes(env: Environment[Any], tasks: Sequence[Task]) -> list[Trajectory]:
     """Drive one episode per task to its end: one batched sampler call per turn across all live
     episodes, then one ``step`` call; returns the trajectories in task order (see module doc)."""
     opts: EpisodeOptions = env.options
-    ctx = env.context
-    sampler = ctx.require_sampler(env.name)
-    episodes = _begin(env, tasks)
-    while live := [ep for ep in episodes if not ep.done]:
-        requests = chat_requests(ctx, [ep.messages for ep in live], opts, n=1, seed_offset=live[0].turn,
-                                 logprobs=True)
-        results = sampler.sample(requests)
-        ctx.progress(len(requests))
+
+    def turn(live: list[Episode], results: list[SampleResult], step: int) -> None:
+        env.context.progress(len(results))
         actions = [r.completions[0].text for r in results]
         for ep, action, result in zip(live, actions, results, strict=True):
             ep.messages.append({"role": "assistant", "content": action})
@@ -181,11 +201,15 @@ def run_episodes(env: Environment[Any], tasks: Sequence[Task]) -> list[Trajector
             answers = [exc]
         for ep, action, result, obs in zip(live, actions, results, answers, strict=True):
             _advance(ep, action, result, obs, opts.max_turns, env.name)
+
+    episodes = _begin(env, tasks)
+    drive(env, episodes, opts, done=lambda ep: ep.done, chats=lambda live, _: [ep.messages for ep in live],
+          advance=turn, n=1, logprobs=True)
     env.emit([t for ep in episodes for t in ep.turns])
     return [_trajectory(ep) for ep in episodes]
 
 
-def _advance(ep: Episode, action: str, result: Any, obs: Observation | BaseException, max_turns: int,
+def _advance(ep: Episode, action: str, result: SampleResult, obs: Observation | BaseException, max_turns: int,
              stage: str) -> None:
     comp = result.completions[0]
     previous: Record = ep.turns[-1] if ep.turns else ep.task

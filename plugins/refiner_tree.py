@@ -8,8 +8,9 @@ a whole level and keeps its ``select`` best children (greedy); DFS expands the b
 and backtracks to the next selected one. A root stops when an expansion's best child has a value
 above ``gate`` (that child is its final node), when it has made ``budget`` nodes, or at ``depth``
 levels below the root; then its final node is the best node found (ties: the later one). The
-roots advance together: each step sends ONE sampler call with the rewrites of every root's
-frontier and ONE with all their judgements (DFS: every root's stack advances one node per step).
+roots advance together in the episode driver's step loop (engine.episodes.drive): each step
+sends ONE sampler call with the rewrites of every root's frontier and ONE with all their
+judgements (DFS: every root's stack advances one node per step).
 Options: ``strategy``, ``branch``, ``select``, ``depth``, ``budget``, ``gate`` (SPaR's defaults
 bfs/3/2/3/1000/0.5), ``refine.*`` (the rewrite prompt's options; adapter role ``refiner``) and
 ``judge.*`` (the node judge, an ``llm-judge`` built through the plugin manager; ``votes`` 5, adapter
@@ -39,9 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine import hookimpl
 from engine.contracts import Critic, Messages, Stage
+from engine.episodes import drive
 from engine.records import Critique, Link, Refinement, Response
+from engine.sampling.protocol import SampleResult
 from engine.toolkit.judging import JudgeOptions, RefineOptions, extract, refine_messages
-from engine.toolkit.prompting import sample_chats
+from engine.toolkit.prompting import continued
 
 
 class TreeRefineOptions(RefineOptions):
@@ -101,6 +104,8 @@ class TreeSearchRefiner(Stage[TreeOptions]):
     name = "tree-search"
     accepts = ("response", "critique")
     produces = ("refinement",)
+    _planned: list[tuple[_Tree, Response, int]]  # this step's expansions (tree, parent, children)
+    _asked: list[Messages]  # and their rewrite chats
 
     @cached_property
     def critic(self) -> Critic:
@@ -124,48 +129,43 @@ class TreeSearchRefiner(Stage[TreeOptions]):
                 raise ValueError(f"critique {c.id} judges {judged[0]}, not its paired response {r.id}")
         trees = [_Tree(root=r, left=self.options.budget, base=r.depth if isinstance(r, Refinement) else 0,
                        crits={r.id: c}, todo=[r]) for r, c in zip(responses, critiques, strict=True)]
-        step = 0
-        while active := [t for t in trees if not t.done]:
-            if self.options.strategy == "bfs":
-                self._bfs_step(active, step)
-            else:
-                self._dfs_step(active, step)
-            self.context.progress(sum(t.done for t in active))  # progress counts finished roots
-            step += 1
+        drive(self, trees, self.options.refine, done=lambda t: t.done, chats=self._plan, advance=self._grow,
+              n=self.options.branch, seed=lambda step: 2 + 100 * step)
         finals: list[Refinement] = []
         for tree in trees:
             finals.append(tree.final or max(reversed(tree.nodes), key=lambda n: n.value or 0.0))
             self.emit([*tree.nodes, *(tree.crits[n.id] for n in tree.nodes)])
         return finals
 
-    # -- the two strategies: each step is one batched expansion across all active roots --------
-    def _bfs_step(self, trees: list[_Tree], step: int) -> None:
-        plan = []
-        for tree in trees:  # the level's parents, best first, as many children as the budget allows
-            for parent in tree.todo:
+    # -- one step (engine.episodes.drive): plan every active root's expansion, sample ALL their
+    # rewrites in one call, judge all the children in one call, then BFS/DFS bookkeeping ---------
+    def _plan(self, trees: list[_Tree], step: int) -> list[Messages]:
+        """This step's (tree, parent, children) for every active root; the rewrite chats of the parents."""
+        self._planned = []
+        for tree in trees:  # BFS: the level's parents, best first; DFS: the top of the stack
+            for parent in (tree.todo if self.options.strategy == "bfs" else [tree.todo.pop()]):
                 count = min(self.options.branch, tree.left)
-                if count:
-                    plan.append((tree, parent, count))
+                if count or self.options.strategy == "dfs":
+                    self._planned.append((tree, parent, count))
                     tree.left -= count
-        for tree, children in zip(trees, self._expand(plan, trees, step), strict=True):
-            ranked = _ranked(children)
-            if self._stop(tree, ranked) or step + 1 >= self.options.depth:
-                tree.done = True
-            tree.todo = list(ranked[:self.options.select])
+        self._asked = self.messages([p for _, p, _ in self._planned],
+                                    [tree.crits[p.id] for tree, p, _ in self._planned])
+        return self._asked
 
-    def _dfs_step(self, trees: list[_Tree], step: int) -> None:
-        plan = []
-        for tree in trees:
-            parent = tree.todo.pop()
-            count = min(self.options.branch, tree.left)
-            plan.append((tree, parent, count))
-            tree.left -= count
-        for tree, children in zip(trees, self._expand(plan, trees, step), strict=True):
-            ranked = _ranked(children)
-            if not self._stop(tree, ranked):  # push the selected children, the best on top
-                deeper = [n for n in ranked[:self.options.select] if tree.level(n) < self.options.depth]
-                tree.todo.extend(reversed(deeper))
-            tree.done = tree.done or not tree.todo
+    def _grow(self, trees: list[_Tree], results: list[SampleResult], step: int) -> None:
+        children = self._expand(trees, results)
+        for tree, kids in zip(trees, children, strict=True):
+            ranked = _ranked(kids)
+            if self.options.strategy == "bfs":
+                if self._stop(tree, ranked) or step + 1 >= self.options.depth:
+                    tree.done = True
+                tree.todo = list(ranked[:self.options.select])
+            else:
+                if not self._stop(tree, ranked):  # push the selected children, the best on top
+                    deeper = [n for n in ranked[:self.options.select] if tree.level(n) < self.options.depth]
+                    tree.todo.extend(reversed(deeper))
+                tree.done = tree.done or not tree.todo
+        self.context.progress(sum(t.done for t in trees))  # progress counts finished roots
 
     def _stop(self, tree: _Tree, ranked: list[Refinement]) -> bool:
         """Done when the best new child passes the gate (it is final) or the budget is spent."""
@@ -176,29 +176,22 @@ class TreeSearchRefiner(Stage[TreeOptions]):
             tree.done = True
         return tree.done
 
-    # -- one expansion: one sampler call for every rewrite, one for every judgement ------------
-    def _expand(self, plan: list[tuple[_Tree, Response, int]], trees: list[_Tree],
-                step: int) -> list[list[Refinement]]:
-        """Children made for each tree of ``trees`` (in order) from the planned (tree, parent, count)."""
+    def _expand(self, trees: list[_Tree], results: list[SampleResult]) -> list[list[Refinement]]:
+        """Children made for each tree of ``trees`` (in order) from the planned (tree, parent, count)
+        and the sampled rewrites of each parent; every child judged in one critic call."""
         opts = self.options
         made: dict[int, list[Refinement]] = {id(t): [] for t in trees}
-        if not plan:
-            return [made[id(t)] for t in trees]
-        ctx = replace(self.context, progress=lambda n: None)  # not per request: per finished root
-        rewrites = sample_chats(ctx, self.name, self.messages(
-            [p for _, p, _ in plan], [tree.crits[p.id] for tree, p, _ in plan]), opts.refine,
-            n=opts.branch, seed_offset=2 + 100 * step)
         kids = []
-        for (tree, parent, count), (texts, version) in zip(plan, rewrites, strict=True):
-            for i, text in enumerate(texts[:count]):
+        for (tree, parent, count), chat, result in zip(self._planned, self._asked, results, strict=True):
+            for i, text in enumerate(continued(chat, result)[:count]):
                 node = Refinement(
                     text=extract(text, opts.refine.start_marker, opts.refine.end_marker),
-                    prompt=parent.prompt, sample_index=i, model_version=version,
+                    prompt=parent.prompt, sample_index=i, model_version=result.model_version,
                     depth=parent.depth + 1 if isinstance(parent, Refinement) else 1,
                     parents=[Link(id=parent.id, role="refines"),
                              Link(id=tree.crits[parent.id].id, role="input")])
                 kids.append((tree, node))
-        verdicts = self.critic.critique([node for _, node in kids])
+        verdicts = self.critic.critique([node for _, node in kids]) if kids else []
         for (tree, node), crit in zip(kids, verdicts, strict=True):
             node.value = crit.vote_share
             tree.crits[node.id] = crit

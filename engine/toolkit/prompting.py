@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.contracts import Messages, StageContext
-from engine.sampling.protocol import SampleRequest
+from engine.sampling.protocol import SampleRequest, SampleResult
 
 
 class SamplingOptions(BaseModel):
@@ -63,11 +63,14 @@ def sample_chats(context: StageContext, stage: str, chats: Sequence[Messages], o
                              stop=stop)
     results = sampler.sample(requests)
     context.progress(len(requests))
-    out = []
-    for msgs, r in zip(chats, results, strict=True):
-        start = msgs[-1]["content"] if msgs and msgs[-1]["role"] == "assistant" else ""
-        out.append(([start + c.text for c in r.completions], r.model_version))
-    return out
+    return [(continued(msgs, r), r.model_version) for msgs, r in zip(chats, results, strict=True)]
+
+
+def continued(chat: Messages, result: SampleResult) -> list[str]:
+    """The texts of ``result``'s completions of ``chat``, each including the assistant text the chat
+    ended with (the answer's start the model continued), if any."""
+    start = chat[-1]["content"] if chat and chat[-1]["role"] == "assistant" else ""
+    return [start + c.text for c in result.completions]
 
 
 def chat_requests(context: StageContext, chats: Sequence[Messages], opts: SamplingOptions,
