@@ -18,8 +18,16 @@ trajectories) and ``grad_norm`` (before clipping). With ``num_workers`` > 1 (Ray
 takes its shard of every global batch, the token count that normalises the loss is the global
 batch's, and gradients are summed over the workers (engine.training.parallel), so the step is the
 one a single worker takes on the whole batch.
-What it is not: PPO (no clipping, no value model) or a sampler; it re-tokenizes the turns' text,
-which may differ from the sampled token ids at a few boundaries.
+Tokens: a trajectory that carries the sampled ``token_ids`` of every assistant turn (one made by an
+environment's episodes) is trained on exactly those ids: the chat-template text before each turn
+(``add_generation_prompt``) is tokenized piece by piece, only the part not encoded yet, and each
+turn's sampled ids go in verbatim; its span is exactly them, so the end-of-turn token is trained
+where the sampler stopped on it (both samplers report it as the last id; a turn cut by max_tokens
+or a stop string has none, and the template's closing text then follows outside the span). A
+trajectory without them (built by hand), or whose template text before a turn does not start with
+the template text before the previous turn plus that turn, is re-tokenized from its text instead,
+and there each span runs to the end of the turn's template text (closing included).
+What it is not: PPO (no clipping, no value model) or a sampler.
 """
 
 from __future__ import annotations
@@ -57,13 +65,52 @@ class Encoded:
     kl_scale: list[float]
 
 
-def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+def _chat_text(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    return str(tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=generation_prompt))
+
+
+def _tokens(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+    return _tokens(tokenizer, _chat_text(tokenizer, messages, generation_prompt))
+
+
+def _sampled(tokenizer: Any, msgs: list[dict[str, str]], turns: list[int], sampled: list[list[int]],
+             ) -> tuple[list[int], list[tuple[int, int]]] | None:
+    """Template text tokenized where not encoded yet, each turn's sampled ids verbatim as its span;
+    None where a template text does not start with the text encoded before it."""
+    texts = [_chat_text(tokenizer, msgs[:i], True) for i in turns] + [_chat_text(tokenizer, msgs, False)]
+    ids: list[int] = []
+    spans = []
+    done = ""  # the template text that ``ids`` stand for
+    for k, text in enumerate(texts):
+        if not text.startswith(done):
+            return None
+        ids += _tokens(tokenizer, text[len(done):])
+        if k < len(turns):  # the last text only closes the chat
+            spans.append((len(ids), len(ids) + len(sampled[k])))
+            ids += sampled[k]
+            done = text + msgs[turns[k]]["content"]
+            end = tokenizer.decode(sampled[k][-1:])  # the end-of-turn token, if the sampler stopped on it
+            if sampled[k][-1] in tokenizer.all_special_ids and texts[k + 1].startswith(done + end):
+                done += end
+    return ids, spans
+
+
+def _retokenized(tokenizer: Any, msgs: list[dict[str, str]], turns: list[int],
+                 ) -> tuple[list[int], list[tuple[int, int]]]:
+    """The chat's template text tokenized whole; a turn's span runs to the end of its closing text."""
+    spans = [(len(_chat_ids(tokenizer, msgs[:i], True)), len(_chat_ids(tokenizer, msgs[:i + 1], False)))
+             for i in turns]
+    return _chat_ids(tokenizer, msgs, False), spans
+
+
 def encode(tokenizer: Any, rec: Record, reward_field: str, max_length: int) -> Encoded:
-    """Token ids and assistant spans of one trajectory (truncated to ``max_length``)."""
+    """Token ids and assistant spans of one trajectory (truncated to ``max_length``): its sampled
+    token ids where it has them for every assistant turn, else its re-tokenized text."""
     if not isinstance(rec, Trajectory):
         raise TypeError(f"reinforce trains on trajectory records, not {rec.kind!r}")
     msgs = [{"role": m["role"], "content": m["content"]} for m in rec.messages]
@@ -78,13 +125,10 @@ def encode(tokenizer: Any, rec: Record, reward_field: str, max_length: int) -> E
     if len(rewards) != len(turns) or len(scale) != len(turns):
         raise ValueError(f"trajectory {rec.id}: {len(turns)} assistant turns but {len(rewards)} rewards "
                          f"and {len(scale)} turn_kl values")
-    ids = _chat_ids(tokenizer, msgs, False)
-    spans = []
-    for i in turns:
-        start = len(_chat_ids(tokenizer, msgs[:i], True))
-        end = len(_chat_ids(tokenizer, msgs[:i + 1], False))
-        spans.append((max(start, 1), min(end, max_length)))
-    return Encoded(ids[:max_length], spans, rewards, scale)
+    sampled = rec.token_ids or []
+    got = _sampled(tokenizer, msgs, turns, sampled) if len(sampled) == len(turns) and all(sampled) else None
+    ids, spans = got or _retokenized(tokenizer, msgs, turns)
+    return Encoded(ids[:max_length], [(max(s, 1), min(e, max_length)) for s, e in spans], rewards, scale)
 
 
 def advantages(batch: list[Encoded], baseline: str) -> list[list[float]]:

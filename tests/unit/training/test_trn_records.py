@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -82,6 +83,69 @@ def test_encode_refuses_bad_trajectories(tokenizer) -> None:  # noqa: ANN001
         encode(tokenizer, Trajectory(messages=[USER], rewards={"reward": 1.0}), "reward", 256)
     with pytest.raises(TypeError, match="trajectory records"):
         encode(tokenizer, Response(text="A."), "reward", 256)
+
+
+def sampled(tokenizer, text: str, eos: bool = True) -> list[int]:  # noqa: ANN001
+    """``text`` tokenized one character at a time (not how the whole text tokenizes), then the eos."""
+    return [t for ch in text for t in tokenizer(ch, add_special_tokens=False)["input_ids"]] + (
+        [tokenizer.eos_token_id] if eos else [])
+
+
+def chat_text(tokenizer, rec: Trajectory) -> str:  # noqa: ANN001
+    return tokenizer.apply_chat_template(rec.messages, tokenize=False)
+
+
+def test_encode_trains_the_sampled_token_ids(tokenizer) -> None:  # noqa: ANN001
+    rec = two_attempts(1.0)
+    ids = [sampled(tokenizer, "3"), sampled(tokenizer, "It is 2.")]
+    assert ids[1][:-1] != tokenizer("It is 2.", add_special_tokens=False)["input_ids"]  # an unusual split
+    rec.token_ids = ids
+    e = encode(tokenizer, rec, "reward", 256)
+    assert [e.ids[s:t] for s, t in e.spans] == ids  # each span: exactly that turn's sampled ids, eos too
+    assert e.ids[e.spans[1][1]:] == tokenizer("\n", add_special_tokens=False)["input_ids"]  # untrained
+    assert tokenizer.decode(e.ids) == chat_text(tokenizer, rec)  # the rest is the chat template's text
+    old = encode(tokenizer, two_attempts(1.0), "reward", 256)
+    assert e.ids[:e.spans[0][0]] == old.ids[:old.spans[0][0]] and e.ids != old.ids
+    cut = encode(tokenizer, rec, "reward", e.spans[1][0] + 2)
+    assert cut.ids == e.ids[:e.spans[1][0] + 2]
+    assert cut.spans == [e.spans[0], (e.spans[1][0], e.spans[1][0] + 2)]
+
+
+def test_sampled_ids_as_tokenized_give_the_template_ids(tokenizer) -> None:  # noqa: ANN001
+    rec = two_attempts(1.0)
+    plain = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+             for c in ("3", "It is 2.")]
+    rec.token_ids = plain
+    e, old = encode(tokenizer, rec, "reward", 256), encode(tokenizer, two_attempts(1.0), "reward", 256)
+    assert e.ids == old.ids == tokenizer(chat_text(tokenizer, rec), add_special_tokens=False)["input_ids"]
+    assert [(s, t + 1) for s, t in e.spans] == old.spans  # old spans also train the closing newline
+    assert [e.ids[s:t] for s, t in e.spans] == plain
+
+
+def test_turn_cut_without_eos_gets_the_closing_outside_its_span(tokenizer) -> None:  # noqa: ANN001
+    rec = two_attempts(1.0)
+    rec.token_ids = [sampled(tokenizer, "3", eos=False), sampled(tokenizer, "It is 2.")]
+    e = encode(tokenizer, rec, "reward", 256)
+    assert [e.ids[s:t] for s, t in e.spans] == rec.token_ids
+    assert tokenizer.decode(e.ids[e.spans[0][1]:e.spans[1][0]]).startswith("<|im_end|>\n<|im_start|>user")
+    assert tokenizer.decode(e.ids) == chat_text(tokenizer, rec)
+
+
+def test_encode_retokenizes_without_sampled_ids(tokenizer) -> None:  # noqa: ANN001
+    text_ids = tokenizer(chat_text(tokenizer, two_attempts(1.0)), add_special_tokens=False)["input_ids"]
+    weird = sampled(tokenizer, "It is 2.")
+    for token_ids in (None, [weird], [[], weird]):  # none, not one per turn, a turn without ids
+        rec = two_attempts(1.0)
+        rec.token_ids = token_ids
+        e = encode(tokenizer, rec, "reward", 256)
+        assert e.ids == text_ids
+    rec = two_attempts(1.0)
+    rec.token_ids = [sampled(tokenizer, "3"), weird]
+    odd = copy.deepcopy(tokenizer)  # a template whose text before turn 2 does not extend that before turn 1
+    odd.chat_template = "{{ messages | length }}" + tokenizer.chat_template
+    e = encode(odd, rec, "reward", 256)
+    assert e.ids == odd(chat_text(odd, rec), add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(e.ids[e.spans[1][0]:e.spans[1][1]]).strip() == "It is 2.<|im_end|>"
 
 
 def test_mean_baseline_per_turn_position() -> None:
