@@ -1,12 +1,14 @@
 """Data files: the prompts a loop starts from, and the helpers stages use to read data files.
 
 What it is: ``load_tasks`` turns each line of a JSONL file (fields ``prompt``, ``instruction`` or
-``question``) into a Task record, honouring ``data.limit``. Relative paths are looked up from the
-working directory, then from configs/. Public helpers for stage authors: :func:`package_file`
-(a data file shipped inside an installed package, found without importing it) and
-:func:`read_jsonl` (rows of a JSONL file, gzip-compressed when it ends in ``.gz``); evaluators and
-the decontamination filter read their benchmark sets with them. What it is not: the evaluation
-sets themselves (evaluators name their own) nor seed mining (a loop's own stage).
+``question``) into a Task record, honouring ``data.limit``; the line's other string and number
+fields (``answer``, ``tests``, ...) go into the task's ``meta``, where environments read them.
+Relative paths are looked up from the working directory, then from configs/. Public helpers for
+stage authors: :func:`package_file` (a data file shipped inside an installed package, found
+without importing it) and :func:`read_jsonl` (rows of a JSONL file, gzip-compressed when it ends
+in ``.gz``); evaluators and the decontamination filter read their benchmark sets with them.
+What it is not: the evaluation sets themselves (evaluators name their own) nor seed mining (a
+loop's own stage).
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ def load_tasks(source: str, limit: int | None = None) -> list[Task]:
             text = next((row[k] for k in TEXT_FIELDS if isinstance(row, dict) and k in row), None)
             if not isinstance(text, str):
                 raise UserError(f"{path}:{lineno}: needs a string field, one of {', '.join(TEXT_FIELDS)}")
-            tasks.append(Task(prompt=text, meta={"source": str(source), "line": lineno}))
+            extra = {k: v for k, v in row.items()
+                     if k not in TEXT_FIELDS and isinstance(v, str | int | float)}
+            tasks.append(Task(prompt=text, meta={**extra, "source": str(source), "line": lineno}))
             if limit is not None and len(tasks) >= limit:
                 break
     return tasks

@@ -73,8 +73,9 @@ def shape(t: Trajectory, stage: Literal["I", "II"], opts: ScoreOptions) -> Traje
     raw = t.rewards.get("reward", [])
     r = [float(x) for x in raw] if isinstance(raw, list) else [float(raw)]
     r1, r2 = (r + [0.0, 0.0])[:2]
-    if len(r) < 2:  # a one-attempt episode (max_turns 1): train attempt 1 on its own reward
-        score, kl = [r1], [1.0]
+    if len(r) < 2:  # ended after attempt 1 (max_turns 1, or python-exec stops on success):
+        # Stage I trains attempt 2 only, so attempt 1 gets no reward and its strong KL; Stage II, r1
+        score, kl = ([0.0], [opts.stage1_kl]) if stage == "I" else ([r1], [1.0])
     elif stage == "I":
         score, kl = [0.0, r2], [opts.stage1_kl, 1.0]
     else:

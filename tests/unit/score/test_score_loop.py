@@ -54,3 +54,12 @@ def test_shaping_of_a_correct_then_wrong_episode() -> None:
     assert one.rewards["score"] == [0.0, 0.0] and one.turn_kl == [5.0, 1.0]
     assert two.rewards["score"] == [1.0, 0.0 + 2.0 * (0.0 - 1.0)], "c->i is penalised in Stage II"
     assert one.parent_ids("input") == [t.id] and one.id != t.id
+
+
+def test_shaping_of_an_episode_that_ended_at_attempt_one() -> None:
+    """python-exec stops on success: Stage I leaves attempt 1 untrained (strong KL), Stage II pays r1."""
+    t = Trajectory(messages=[], rewards={"reward": [1.0]})
+    opts = ScoreOptions(stage1_kl=5.0)
+    one, two = shape(t, "I", opts), shape(t, "II", opts)
+    assert one.rewards["score"] == [0.0] and one.turn_kl == [5.0]
+    assert two.rewards["score"] == [1.0] and two.turn_kl == [1.0]

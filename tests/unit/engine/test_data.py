@@ -1,0 +1,30 @@
+"""engine.data.load_tasks: the text field becomes the prompt, the other fields the task's meta."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.data import load_tasks
+from engine.errors import UserError
+
+
+def test_other_fields_go_into_meta(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    rows = [{"prompt": "Write add.", "tests": "assert add(1, 2) == 3", "level": 2, "skip": [1, 2]},
+            {"question": "What is 2+2?", "answer": "4"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    first, second = load_tasks(str(path))
+    assert first.prompt == "Write add." and first.meta["tests"] == "assert add(1, 2) == 3"
+    assert first.meta["level"] == 2 and "skip" not in first.meta  # only strings and numbers
+    assert second.prompt == "What is 2+2?" and second.meta["answer"] == "4" and second.meta["line"] == 2
+    assert "prompt" not in first.meta and "question" not in second.meta
+
+
+def test_a_line_without_text_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "ok"}\n{"tests": "assert 1"}\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:2: needs a string field"):
+        load_tasks(str(path))
