@@ -1,11 +1,12 @@
 """The ``python-exec`` environment: agentic code repair with the run's sandbox as the teacher.
 
 What it is: each episode is a coding task whose tests are in ``task.meta["tests"]`` (asserts, as
-SelfCodeAlign's own generated tasks carry them). The model answers with code; the environment
-runs it against the tests in the run's sandbox (one sandbox call per turn for every live
-episode) and answers with the failing assert or the exception, trimmed
-(engine.toolkit.sandboxing.feedback_of), so the model can repair its code next turn. Reward 1 when
-every test passes (the episode ends), else 0; the episode also ends at ``max_turns``.
+SelfCodeAlign's own generated tasks carry them), with optional code the answer runs after in
+``task.meta["setup"]`` (imports and helpers the task gives, as HumanEval's prompt does). The model
+answers with code; the environment runs it against the tests in the run's sandbox (one sandbox
+call per turn for every live episode) and answers with the failing assert and the exception,
+trimmed (engine.toolkit.sandboxing.feedback_of), so the model can repair its code next turn.
+Reward 1 when every test passes (the episode ends), else 0; the episode also ends at ``max_turns``.
 What it is not: an evaluator; it never sees HumanEval (train on the loop's own tasks).
 """
 
@@ -46,7 +47,9 @@ class PythonExec(Environment[PythonExecOptions]):
 
     def step(self, episodes: Sequence[Episode], actions: Sequence[str]) -> list[Observation]:
         out = []
-        for result in run_answers(self.context, actions, [str(ep.task.meta["tests"]) for ep in episodes]):
+        tests = [str(ep.task.meta["tests"]) for ep in episodes]
+        setups = [str(ep.task.meta.get("setup") or "") for ep in episodes]
+        for result in run_answers(self.context, actions, tests, setups):
             passed = result.status == "passed"
             feedback = feedback_of(result, self.options.feedback_chars)
             out.append(Observation(text=feedback if passed else self.options.retry.format(feedback=feedback),

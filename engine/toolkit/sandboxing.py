@@ -51,24 +51,31 @@ def run_jobs(context: StageContext, jobs: Sequence[Job]) -> list[Result]:
     return [results[k].model_copy(deep=True) for k in keys]
 
 
-def run_answers(context: StageContext, answers: Sequence[str], tests: Sequence[str]) -> list[Result]:
+def run_answers(context: StageContext, answers: Sequence[str], tests: Sequence[str],
+                setups: Sequence[str] | None = None) -> list[Result]:
     """Each model answer's first code block (engine.toolkit.code.first_code) run against its tests,
-    in one sandbox call (:func:`run_jobs`); one Result per answer, in order."""
+    in one sandbox call (:func:`run_jobs`), after its ``setups`` code if given (imports and helpers
+    the task provides, e.g. HumanEval's prompt); one Result per answer, in order."""
     from engine.toolkit.code import first_code
     from sandbox.protocol import Job
 
-    jobs = [Job(program=first_code(a), tests=t) for a, t in zip(answers, tests, strict=True)]
+    before = setups or [""] * len(answers)
+    jobs = [Job(program=(s + "\n\n" if s.strip() else "") + first_code(a), tests=t)
+            for a, t, s in zip(answers, tests, before, strict=True)]
     return run_jobs(context, jobs)
 
 
 def feedback_of(result: Result, limit: int = 600) -> str:
-    """What a model is told about its code's run: "All tests passed.", or the first failing assert
-    and the last lines of the error output (the exception), trimmed to ``limit`` characters."""
+    """What a model is told about its code's run: "All tests passed.", or the first failing assert,
+    the exception it raised (or the program's own error) and the last lines of the error output,
+    trimmed to ``limit`` characters."""
     if result.status == "passed":
         return "All tests passed."
     parts = [f"Status: {result.status}."]
     if result.failed_tests:
         parts.append("Failing test: " + result.failed_tests[0].strip())
+    if result.detail.strip():
+        parts.append("Error: " + result.detail.strip().splitlines()[0][:300])
     tail = [line for line in (result.stderr or "").strip().splitlines() if line.strip()][-3:]
     if tail:
         parts.append("\n".join(tail))

@@ -51,7 +51,7 @@ def test_tasks_and_examples_are_compared_too() -> None:
 
 
 def test_planted_humaneval_prompt_is_removed() -> None:
-    from plugins.evaluator_humaneval import load_problems
+    from engine.toolkit.humaneval import load_problems
 
     problem = load_problems()[0]
     clean = resp("Write a function that returns the largest even number of a list.",

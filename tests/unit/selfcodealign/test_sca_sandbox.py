@@ -8,13 +8,8 @@ import pytest
 
 from engine.contracts import StageContext
 from engine.records import Execution, Link, Response
-from plugins.evaluator_humaneval import (
-    HumanEval,
-    HumanEvalOptions,
-    candidate_program,
-    load_problems,
-    pass_at_k,
-)
+from engine.toolkit.humaneval import candidate_program, load_problems
+from plugins.evaluator_humaneval import HumanEval, HumanEvalOptions, pass_at_k
 from plugins.filter_execution import Passed, PassedOptions, SandboxExec
 from plugins.sampler_scripted import ScriptedSampler
 from plugins.sandbox_local import BubblewrapOptions, BubblewrapSandbox
