@@ -36,9 +36,17 @@ class SamplingOptions(BaseModel):
 
 
 def load_template(path: str | None, default: Path) -> str:
-    """Text of the template file ``path`` if given (a user's override), else of ``default``
-    (the stage's shipped template)."""
-    return Path(path).read_text() if path else default.read_text()
+    """Text of the template file ``path`` if given (a user's override, looked up from the working
+    directory, then from configs/ like data files), else of ``default`` (the stage's template)."""
+    if not path:
+        return default.read_text()
+    from engine.data import CONFIGS
+    from engine.errors import UserError
+
+    for candidate in (Path(path), CONFIGS / path):
+        if candidate.is_file():
+            return candidate.read_text()
+    raise UserError(f"template file not found: {path} (looked in . and {CONFIGS})")
 
 
 def chat(prompt: str, start: str = "") -> Messages:

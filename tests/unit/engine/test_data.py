@@ -28,3 +28,14 @@ def test_a_line_without_text_names_the_line(tmp_path: Path) -> None:
     path.write_text('{"prompt": "ok"}\n{"tests": "assert 1"}\n')
     with pytest.raises(UserError, match=r"bad.jsonl:2: needs a string field"):
         load_tasks(str(path))
+
+
+def test_a_template_path_is_looked_up_in_configs_too(tmp_path: Path) -> None:
+    from engine.toolkit.prompting import load_template
+
+    default = tmp_path / "default.txt"
+    default.write_text("default {prompt}")
+    assert load_template(None, default) == "default {prompt}"
+    assert "{response}" in load_template("templates/lengthen-suitable.txt", default), "found under configs/"
+    with pytest.raises(UserError, match="template file not found: nowhere.txt"):
+        load_template("nowhere.txt", default)
