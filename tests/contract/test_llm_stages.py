@@ -60,7 +60,7 @@ def assert_linked(records: list[Any], allowed_parents: set[str]) -> None:
 
 @pytest.mark.parametrize("name", stages_of("generator"))
 def test_generator_contract(name: str) -> None:
-    inputs = tasks() if name == "respond" else []
+    inputs = {"respond": tasks, "self-instruct": tasks, "extend": responses}.get(name, list)()
     stage = build("generator", name)
     out = stage.generate(inputs)
     assert_declared(stage, out)

@@ -1,0 +1,101 @@
+"""The ``longbench-write`` evaluator: does the model write as long as it is asked to?
+
+What it is: LongBench-Write's prompts (from the ``evalscope`` package, read by path: the 60 English
+ones by default, or all 120), those asking for at most ``max_words`` words, or a seeded subset of
+``n`` of them spread over the requested lengths; each is answered once through the run's sampler
+(the adapter of ``adapter_role``; greedy by default) as a chat. Metrics: ``S_l``, the length score
+of LongWriter and Self-Lengthen (engine.toolkit.lengthen.length_score: 100 at the requested length,
+falling linearly to 0 at 4x over or 1/3 under), averaged over prompts; ``words_median`` and
+``words_mean`` written; ``requested_median``; ``ratio_median`` (written / requested); and
+``hit_token_limit``, the share of answers cut by ``max_tokens``. ``details["items"]`` holds every
+prompt's [requested words, written words, S_l, cut] in prompt order, so two model versions can be
+compared prompt by prompt (``autodidact report``: a paired permutation test on the log length
+ratios, engine.toolkit.stats, and ``length.png``, written against requested words per iteration).
+What it is not: the quality half of LongBench-Write (a judge's 6-aspect score), not measured here.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import hookimpl
+from engine.contracts import Stage
+from engine.data import package_file, read_jsonl
+from engine.records import EvalResult
+from engine.sampling.protocol import SampleRequest
+from engine.toolkit.lengthen import count_words, length_score
+
+PACKAGE = "evalscope"
+FILES = {"en": "third_party/longbench_write/resources/longbench_write_en.jsonl",
+         "all": "third_party/longbench_write/resources/longbench_write.jsonl"}
+
+
+class LongBenchWriteOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subset: Literal["en", "all"] = Field("en", description="the 60 English prompts, or all 120")
+    max_words: int = Field(2000, ge=1, description="keep prompts asking for at most this many words")
+    n: int | None = Field(None, ge=1, description="a seeded subset of this many prompts (None: all kept)")
+    seed: int = Field(0, description="seed of the subset")
+    max_tokens: int = Field(1024, ge=1, le=65536, description="new tokens per answer")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy")
+    adapter_role: str | None = Field("policy", description="adapter role of the model under test")
+
+
+def load_prompts(subset: str = "en", max_words: int = 2000, n: int | None = None,
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """LongBench-Write rows (prompt, type, length) asking for at most ``max_words``, sorted by
+    requested length; ``n``: a seeded draw of that many, in the same order."""
+    path = package_file(PACKAGE, FILES[subset])
+    if path is None:
+        raise RuntimeError(f"longbench-write: {PACKAGE}/{FILES[subset]} is not installed; "
+                           "run scripts/setup.sh (it installs evalscope --no-deps)")
+    rows = [r for r in read_jsonl(path) if int(r["length"]) <= max_words]
+    rows.sort(key=lambda r: int(r["length"]))
+    if n is not None and n < len(rows):
+        keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+        rows = [rows[i] for i in keep]
+    return rows
+
+
+class LongBenchWrite(Stage[LongBenchWriteOptions]):
+    kind = "evaluator"
+    name = "longbench-write"
+
+    def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
+        opts = self.options
+        rows = load_prompts(opts.subset, opts.max_words, opts.n, opts.seed)
+        adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
+        requests = [SampleRequest.chat(r["prompt"], n=1, temperature=opts.temperature,
+                                       max_tokens=opts.max_tokens, adapter=adapter, seed=self.context.seed)
+                    for r in rows]
+        results = sampler.sample(requests)
+        self.context.progress(len(requests))
+        version = model_version or next((r.model_version for r in results if r.model_version), None)
+        items = []
+        for row, result in zip(rows, results, strict=True):
+            comp = result.completions[0] if result.completions else None
+            written = count_words(comp.text) if comp else 0
+            requested = int(row["length"])
+            items.append([requested, written, round(length_score(requested, written), 2),
+                          int(bool(comp and comp.finish_reason == "length"))])
+        words = [w for _, w, _, _ in items]
+        asked = [r for r, _, _, _ in items]
+        values = {"S_l": statistics.fmean(s for _, _, s, _ in items),
+                  "words_median": statistics.median(words), "words_mean": statistics.fmean(words),
+                  "requested_median": statistics.median(asked),
+                  "ratio_median": statistics.median(w / r for r, w, _, _ in items),
+                  "hit_token_limit": statistics.fmean(c for _, _, _, c in items)}
+        details = {"subset": opts.subset, "max_words": opts.max_words, "prompts": len(items),
+                   "max_tokens": opts.max_tokens, "temperature": opts.temperature, "adapter": adapter,
+                   "items": items, "columns": ["requested", "written", "S_l", "cut"]}
+        return [EvalResult(evaluator=self.name, metric=metric, value=float(value), n=len(items),
+                           model_version=version, details=details) for metric, value in values.items()]
+
+
+@hookimpl
+def register_evaluators() -> list[type]:
+    return [LongBenchWrite]
