@@ -44,8 +44,8 @@ class SelfLengthen(Stage[SelfLengthenOptions]):
                          doc="new instructions (as responses) from a few seed ones, each with a length"),
         "suitable": Role(kind="critic", takes=("response",), gives=("critique",),
                          default={"name": "llm-judge", "options": {
-                             "template": "templates/lengthen-suitable.txt", "votes": 3, "max_tokens": 64,
-                             "adapter_role": "generator"}},
+                             "template": "templates/lengthen-suitable.txt", "votes": 3, "max_tokens": 8,
+                             "prefix": "Final judgement:", "adapter_role": "generator"}},
                          doc="the model's own Yes/No: does the instruction ask for a long text?"),
         "keep": Role(kind="filter", takes=("critique",), gives=("critique",),
                      default={"name": "verdict", "options": {"keep": "yes"}}, doc="keeps the Yes ones"),

@@ -1,0 +1,6 @@
+"""Entry point of ``python -m bench.lengthen``."""
+
+from bench.lengthen.run import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
