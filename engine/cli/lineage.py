@@ -122,6 +122,30 @@ def _clip(text: Any, width: int = 48) -> str:
     return repr(flat if len(flat) <= width else flat[:width - 3] + "...")
 
 
+def _summary(rec: Any) -> str:
+    """What a tree line says of a record: an episode's turn (action -> reward, observation), a
+    decision a stage recorded (round, accepted or rejected, kept or not, the reason, words), and
+    the start of its text."""
+    if rec.kind == "turn":  # an episode reads turn by turn
+        said = getattr(rec, "observation", "") or ""
+        return (f"  #{getattr(rec, 'index', '?')} {_clip(getattr(rec, 'action', ''))} -> "
+                f"reward {getattr(rec, 'reward', None)}" + (f", {_clip(said)}" if said else "")
+                + (f", error: {_clip(rec.error)}" if getattr(rec, "error", None) else ""))
+    meta, bits = rec.meta or {}, []
+    if "round" in meta:
+        bits.append(f"round {meta['round']}: " + ("accepted" if meta.get("accepted") else "rejected"))
+    if "kept" in meta:
+        bits.append("kept" if meta["kept"] else "not kept")
+    if meta.get("reason"):
+        bits.append(_clip(meta["reason"], 72))
+    if "words" in meta:
+        bits.append(f"{meta['words']} words")
+    text = getattr(rec, "text", None) or getattr(rec, "prompt", None)
+    if isinstance(text, str) and text:
+        bits.append(_clip(text, 40))
+    return "  " + ", ".join(bits) if bits else ""
+
+
 @app.command()
 def tree(record_id: Annotated[str, typer.Argument(help="record id")],
          up: Annotated[bool, typer.Option("--up/--down", help="ancestors (default) or descendants")] = True,
@@ -135,7 +159,8 @@ def tree(record_id: Annotated[str, typer.Argument(help="record id")],
         try:
             root_kind = queries.record_info(st, record_id)["kind"]
             rows = (queries.ancestors if up else queries.descendants)(st, record_id, depth)
-            turns = {r.id: r for r in st.get_records([row["id"] for row in rows if row["kind"] == "turn"])}
+            ids = [record_id, *(row["id"] for row in rows[:2000] if row["kind"])]
+            records = {r.id: r for r in st.get_records(list(dict.fromkeys(ids)))}
         finally:
             st.close()
     below: dict[str, list[dict[str, Any]]] = {}
@@ -145,7 +170,9 @@ def tree(record_id: Annotated[str, typer.Argument(help="record id")],
         if key not in seen:
             seen.add(key)
             below.setdefault(row["parent"], []).append(row)
-    root = Tree(f"[bold]{escape(root_kind)}[/bold] {escape(record_id)}")
+    top = records.get(record_id)
+    root = Tree(f"[bold]{escape(root_kind)}[/bold] {escape(record_id)}"
+                + escape(_summary(top) if top else ""))
     budget = [2000]
 
     def grow(node: Tree, rid: str, path: frozenset[str]) -> None:
@@ -156,12 +183,8 @@ def tree(record_id: Annotated[str, typer.Argument(help="record id")],
             budget[0] -= 1
             kind = row["kind"] or "(not stored)"
             label = f"[bold]{escape(kind)}[/bold] {escape(row['id'])} [dim]{escape(row['role'])}[/dim]"
-            if (turn := turns.get(row["id"])) is not None:  # an episode reads turn by turn
-                said = getattr(turn, "observation", "") or ""
-                label += escape(f"  #{getattr(turn, 'index', '?')} {_clip(getattr(turn, 'action', ''))} -> "
-                                f"reward {getattr(turn, 'reward', None)}"
-                                + (f", {_clip(said)}" if said else "")
-                                + (f", error: {_clip(turn.error)}" if getattr(turn, "error", None) else ""))
+            if (rec := records.get(row["id"])) is not None:
+                label += escape(_summary(rec))
             child = node.add(label)
             if row["id"] not in path:
                 grow(child, row["id"], path | {row["id"]})

@@ -65,3 +65,21 @@ def test_self_lengthen_iteration(run_loop: Any) -> None:
         assert sum(line in shown for line in draft.text.split("\n\n")) == 2, "a fifth of the lines dropped"
         assert e.messages[-1]["content"] in {f.text for f in finals}
     assert {e.messages[0]["content"] for e in gen} == {t.prompt for t in tasks}
+
+
+def test_lineage_tree_of_a_kept_text_reads_round_by_round(run_loop: Any) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli.lineage import app
+
+    stages = {"instruct": {"name": "self-instruct", "options": {"count": 3}}}
+    result = run_loop({"loop": "self-lengthen", "iterations": 1, "stages": stages}, script=policy)
+    final = next(r for r in result.records("refinement", 1)
+                 if isinstance(r, Refinement) and r.meta.get("kept"))
+    out = CliRunner().invoke(app, ["tree", final.id, "--store", str(result.run_dir)], terminal_width=240)
+    assert out.exit_code == 0, out.output
+    text = out.output
+    assert "kept" in text and "round 1: accepted" in text, text
+    assert "response resp-" in text and "task task-" in text, "the draft and the instruction"
+    assert "'Opening" in text and "'Write a long" in text
+    assert "critique" in text, "the suitability verdict that kept the instruction"
