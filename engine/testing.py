@@ -2,7 +2,8 @@
 
 What it is: ``plugin_manager`` (a fresh manager with the built-ins only), ``scripted_sampler``
 (a factory of samplers returning canned completions), ``stage_context`` (a StageContext wired to
-a scripted sampler), ``lineage_store`` (an in-memory SQLite lineage store), ``make_stage``
+a scripted sampler), ``lineage_store`` (an in-memory SQLite lineage store), ``bubblewrap_sandbox``
+(a real bubblewrap sandbox for the test module, skipped where bubblewrap cannot run), ``make_stage``
 (build any registered stage by kind and name with validated options) and ``run_loop`` (run a
 whole loop config in process and read back its lineage: a :class:`LoopResult`).
 
@@ -159,6 +160,21 @@ class LoopResult:
         with self._connect() as conn:
             rows = queries.metrics(conn, self.run_id)
         return {f"{r['evaluator']}/{r['metric']}": r["value"] for r in rows if r["iteration"] == iteration}
+
+
+@pytest.fixture(scope="module")
+def bubblewrap_sandbox() -> Iterator[Any]:
+    """The real bubblewrap sandbox (2 workers), shared by a test module; the test is skipped, with
+    the reason, where bubblewrap cannot run."""
+    import importlib  # by name: the sandbox package is not part of the engine's strict typing
+
+    local = importlib.import_module("plugins.sandbox_local")
+    why = importlib.import_module("sandbox.bubblewrap").probe()
+    if why is not None:
+        pytest.skip(f"bubblewrap unavailable here: {why}")
+    box = local.BubblewrapSandbox(local.BubblewrapOptions(concurrency=2, disk_mb=16))
+    yield box
+    box.close()
 
 
 @pytest.fixture

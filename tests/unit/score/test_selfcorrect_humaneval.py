@@ -3,7 +3,6 @@ between the two attempts (a scripted policy, the real bubblewrap sandbox)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,16 +18,8 @@ PROBLEMS = load_problems()[:3]
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[Any]:
-    from plugins.sandbox_local import BubblewrapOptions, BubblewrapSandbox
-    from sandbox.bubblewrap import probe
-
-    why = probe()
-    if why is not None:
-        pytest.skip(f"bubblewrap unavailable here: {why}")
-    box = BubblewrapSandbox(BubblewrapOptions(concurrency=2, disk_mb=16))
-    yield box
-    box.close()
+def sandbox(bubblewrap_sandbox: Any) -> Any:
+    return bubblewrap_sandbox
 
 
 def problem_of(request: SampleRequest) -> dict[str, Any]:

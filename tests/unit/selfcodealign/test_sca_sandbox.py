@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -12,20 +12,13 @@ from engine.toolkit.humaneval import candidate_program, load_problems
 from plugins.evaluator_humaneval import HumanEval, HumanEvalOptions, pass_at_k
 from plugins.filter_execution import Passed, PassedOptions, SandboxExec
 from plugins.sampler_scripted import ScriptedSampler
-from plugins.sandbox_local import BubblewrapOptions, BubblewrapSandbox
+from plugins.sandbox_local import BubblewrapSandbox
 from sandbox.protocol import Result
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[BubblewrapSandbox]:
-    from sandbox.bubblewrap import probe
-
-    why = probe()
-    if why is not None:
-        pytest.skip(f"bubblewrap unavailable here: {why}")
-    box = BubblewrapSandbox(BubblewrapOptions(concurrency=2, disk_mb=16))
-    yield box
-    box.close()
+def sandbox(bubblewrap_sandbox: Any) -> Any:
+    return bubblewrap_sandbox
 
 
 class Counting:
