@@ -6,13 +6,15 @@ text's paragraphs (lines or sentences when it has fewer than two paragraphs) and
 them in more detail WITHOUT continuing; the first ``keep`` (2/3) of its rewrite's paragraphs are
 kept. Step 2: the model writes the whole answer again, its draft shown as a reference, starting
 from that kept prefix (the sampler's assistant prefix: the model continues it). The candidate is
-accepted only if it has more words (engine.toolkit.lengthen.count_words) than the current text;
+accepted only if it has more words (engine.toolkit.lengthen.count_words) than the current text
+(a candidate cut by ``max_tokens`` is first trimmed to its last full sentence, ``trim_cut``: the
+paper samples until the model stops, a small CPU budget cuts nearly every continuation);
 a rejected round leaves the text as it was and the next round starts from it again. All texts
 advance together on the episode driver's step loop (engine.episodes.drive): each step is ONE
 sampler call across every text still extending.
 Lineage: every round's candidate is a side output, a Refinement (``depth`` = the round) linked to
 the text it extends (role ``refines``), with ``meta`` {round, accepted, reason, words,
-rewrite_words}. The output, one per draft in input order, is a Refinement holding the final text
+rewrite_words, cut}. The output, one per draft in input order, is a Refinement holding the final text
 (the last accepted candidate, else the draft's own text) linked to it (``refines``) and to the
 draft (``input``), with ``meta`` {kept, reason, rounds_accepted, words, draft_words}: kept only
 when the final text is clean (engine.toolkit.lengthen.is_clean: sentence punctuation at the end,
@@ -37,7 +39,7 @@ from engine.contracts import Messages, Stage
 from engine.episodes import drive
 from engine.records import Link, Record, Refinement, Response
 from engine.sampling.protocol import SampleResult
-from engine.toolkit.lengthen import count_words, is_clean
+from engine.toolkit.lengthen import count_words, is_clean, trim_to_sentence
 from engine.toolkit.prompting import SamplingOptions, chat, continued
 
 REWRITE = ("Here is the beginning of an answer to the instruction below.\n\nInstruction: {instruction}"
@@ -54,6 +56,8 @@ class ExtendOptions(SamplingOptions):
     keep: float = Field(2 / 3, gt=0.0, le=1.0, description="share of the rewrite's paragraphs kept")
     max_tokens: int = Field(512, ge=1, le=32768, description="new tokens per step")
     adapter_role: str | None = Field("extender", description="adapter role the extender samples from")
+    trim_cut: bool = Field(True, description="cut a candidate that hit max_tokens back to its last "
+                                             "full sentence (else it is never clean)")
     rewrite_prompt: str = Field(REWRITE, description="step 1: {instruction}, {part} (the first half)")
     extend_prompt: str = Field(EXTEND, description="step 2 (and training): {instruction}, {text}")
 
@@ -128,13 +132,16 @@ class Extend(Stage[ExtendOptions]):
             return
         for t, r in zip(live, results, strict=True):
             (candidate,) = continued(chat("", t.prefix), r)
+            cut = r.completions[0].finish_reason == "length"
+            if cut and opts.trim_cut:
+                candidate = trim_to_sentence(candidate)
             before, after = count_words(t.current.text), count_words(candidate)
             t.round += 1
             accepted = after > before
             node = Refinement(text=candidate.strip(), prompt=t.current.prompt, depth=t.round,
                               model_version=r.model_version, parents=[Link(id=t.current.id, role="refines")],
                               meta={"round": t.round, "accepted": accepted, "words": after,
-                                    "rewrite_words": t.rewrite_words,
+                                    "rewrite_words": t.rewrite_words, "cut": cut,
                                     "reason": "" if accepted else f"not longer: {before} -> {after} words"})
             t.rounds.append(node)
             if accepted:

@@ -28,6 +28,8 @@ class ScriptedOptions(BaseModel):
     seconds_per_token: float = Field(
         0.0, ge=0.0, description="also sleep this long per generated token (a calibrated decode cost: "
                                  "a replica's throughput without using a core; bench/scale)")
+    max_tokens: bool = Field(False, description="honour each request's max_tokens: a longer text is cut "
+                             "to that many words, finish_reason 'length' (a stand-in for a real limit)")
     order: Literal["cycle", "hash"] = Field(
         "cycle", description="cycle: texts in turn; hash: picked by (prompt, sample index, seed), "
                              "so the same request always gets the same text, across processes")
@@ -87,8 +89,10 @@ class ScriptedSampler(Stage[ScriptedOptions]):
         for req in requests:
             comps = []
             for i in range(req.params.n):
-                text = self._text(req, i)
-                comps.append(Completion(text=text, tokens=len(text.split()), finish_reason="stop"))
+                text, reason = self._text(req, i), "stop"
+                if self.options.max_tokens and len(words := text.split(" ")) > req.params.max_tokens:
+                    text, reason = " ".join(words[:req.params.max_tokens]), "length"
+                comps.append(Completion(text=text, tokens=len(text.split()), finish_reason=reason))
                 tokens += comps[-1].tokens
             out.append(SampleResult(completions=comps, model_version=self.model_version_for(req.adapter)))
         if self.options.seconds_per_token:  # a batch costs its tokens x this (one sleep, less the work done)

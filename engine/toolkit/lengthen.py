@@ -4,7 +4,8 @@ What it is: the measures Self-Lengthen and the LongBench-Write evaluation share.
 :func:`count_words` counts English words and CJK characters (LongWriter's convention);
 :func:`length_score` is LongWriter's S_l for one output (100 when the output has the requested
 length, falling linearly to 0 at 4x too long or at 1/3 of it); :func:`is_clean` is Self-Lengthen's
-filter (ends in sentence punctuation, no repeated 13-gram); :func:`drop_lines` drops a seeded
+filter (ends in sentence punctuation, no repeated 13-gram); :func:`trim_to_sentence` cuts a
+text back to its last full sentence; :func:`drop_lines` drops a seeded
 share of a text's lines (the extender's training input).
 What it is not: a tokenizer (token limits are the sampler's) or a quality judge.
 """
@@ -57,6 +58,13 @@ def is_clean(text: str, n: int = 13) -> tuple[bool, str]:
     if (gram := repeated_ngram(stripped, n)) is not None:
         return False, f"repeats a {n}-gram: {gram[:80]!r}"
     return True, ""
+
+
+def trim_to_sentence(text: str) -> str:
+    """``text`` up to the end of its last complete sentence (for a text cut by a token limit);
+    the text itself when it has no sentence end."""
+    ends = [m.end() for m in re.finditer(r"[.!?。！？…][\"'”’)]*(?=\s|$)", text)]
+    return text[:ends[-1]] if ends else text
 
 
 def drop_lines(text: str, share: float, seed: int) -> str:

@@ -96,3 +96,32 @@ def test_training_chat_is_the_extend_prompt(scripted_sampler: Any) -> None:
     (msgs,) = stage.messages([draft("GROW")])
     assert msgs[0]["role"] == "user" and "Write about GROW." in msgs[0]["content"]
     assert "Second part on GROW." in msgs[0]["content"] and len(msgs) == 1
+
+
+def test_a_cut_candidate_is_trimmed_to_its_last_sentence(scripted_sampler: Any) -> None:
+    from engine.toolkit.lengthen import trim_to_sentence
+
+    assert trim_to_sentence("One. Two is cut") == "One."
+    assert trim_to_sentence('He said "go." Then it') == 'He said "go."'
+    assert trim_to_sentence("no end at all") == "no end at all"
+
+    def answer(req: SampleRequest, i: int) -> str:
+        user = (req.messages or ())[0][1]
+        if "Rewrite this beginning" in user:
+            return "\n\n".join(f"Rich opening {word(k)} part." for k in range(3))
+        return " " + " ".join(f"Then {word(100 + k)} follows." for k in range(200))  # past max_tokens
+
+    from plugins.sampler_scripted import ScriptedOptions, ScriptedSampler
+
+    def limited() -> ScriptedSampler:
+        return ScriptedSampler(ScriptedOptions(max_tokens=True), script=answer)
+
+    stage = Extend(ExtendOptions(rounds=1, max_tokens=60), StageContext(seed=1, sampler=limited()))
+    (final,) = stage.generate([draft("GROW")])
+    (round1,) = [r for r in stage.context.emitted if isinstance(r, Refinement)]
+    assert round1.meta["cut"] and round1.text.endswith("follows."), "trimmed back to a full sentence"
+    assert final.meta["kept"], final.meta
+    untrimmed = Extend(ExtendOptions(rounds=1, max_tokens=60, trim_cut=False),
+                       StageContext(seed=1, sampler=limited()))
+    (raw,) = untrimmed.generate([draft("GROW")])
+    assert not raw.meta["kept"] and "punctuation" in raw.meta["reason"]

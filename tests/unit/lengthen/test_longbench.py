@@ -57,11 +57,17 @@ def test_length_score_formula() -> None:
 
 
 def test_cut_answers_are_counted(scripted_sampler: Any) -> None:
-    sampler = scripted_sampler(script=lambda req, i: "word " * 200)  # longer than max_tokens allows
-    stage = LongBenchWrite(LongBenchWriteOptions(n=4, max_tokens=5), StageContext(seed=0))
+    from plugins.sampler_scripted import ScriptedOptions, ScriptedSampler
+
+    def script(req: SampleRequest, i: int) -> str:  # the two shortest requests are answered in full
+        return " ".join(["word"] * (3 if requested(req) <= 150 else 200)) + "."
+
+    sampler = ScriptedSampler(ScriptedOptions(max_tokens=True), script=script)
+    stage = LongBenchWrite(LongBenchWriteOptions(max_words=200, max_tokens=50), StageContext(seed=0))
     out = {r.metric: r for r in stage.evaluate(sampler, None)}
     cut = [r[3] for r in out["S_l"].details["items"]]
-    assert out["hit_token_limit"].value == pytest.approx(sum(cut) / 4)
+    assert cut == [0, 0, 0, 1, 1, 1], "100, 100, 150 answered; the three 200-word prompts cut"
+    assert out["hit_token_limit"].value == pytest.approx(0.5)
 
 
 def test_paired_permutation_detects_a_consistent_shift() -> None:
