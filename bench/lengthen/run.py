@@ -78,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lengthen", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (the test's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--drafts", type=int, help="override the mode's drafts (then nothing is written)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     drafts, rounds, tokens = SIZES[mode]
+    if args.drafts:
+        drafts, mode = args.drafts, "custom"
     import torch
 
     if args.threads:
