@@ -183,3 +183,25 @@ def simulated_cluster(head: dict[str, Any], nodes: list[dict[str, Any]], module:
 def make_cluster() -> Callable[..., Any]:
     """:func:`simulated_cluster` for a test module's own cluster fixture."""
     return simulated_cluster
+
+
+def run_bench_quick(package: str) -> str:
+    """``python -m bench.<package> --quick`` from the repository root: asserts it exits 0 and leaves
+    bench/<package>/RESULTS.md as it was (only full runs write it); returns what it printed."""
+    import subprocess
+    import sys
+
+    results = ROOT / "bench" / package / "RESULTS.md"
+    before = results.stat().st_mtime_ns if results.exists() else None
+    result = subprocess.run([sys.executable, "-m", f"bench.{package}", "--quick"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (results.stat().st_mtime_ns if results.exists() else None) == before, "--quick wrote RESULTS.md"
+    print(result.stdout)
+    return result.stdout
+
+
+@pytest.fixture
+def bench_quick() -> Callable[[str], str]:
+    """:func:`run_bench_quick` for a test."""
+    return run_bench_quick
