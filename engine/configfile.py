@@ -22,23 +22,103 @@ STAGE_REF_KEYS = ("name", "options", "on_error")
 """Keys of a stage reference, which a config may also write as a bare stage name."""
 
 
+MAX_BYTES = 1_000_000
+"""Largest config file or override value read (bytes)."""
+MAX_NODES = 100_000
+"""Most YAML nodes a document may hold once every alias is expanded (a billion-laughs bomb has
+billions): counted on the node graph before anything is constructed."""
+MAX_DEPTH = 100
+"""Deepest nesting of mappings and sequences."""
+
+
 def load_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
-    """Read a YAML mapping (and its node tree, for line numbers) or raise ConfigError."""
+    """Read a YAML mapping (and its node tree, for line numbers) or raise ConfigError: any file
+    (binary, another encoding, huge, a bomb of aliases) gives one message naming it."""
     src = str(path)
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError([("", f"cannot read file: {exc.strerror or exc}")], src) from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError([("", f"file is larger than {MAX_BYTES:,} bytes: not a config")], src)
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([("", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")], src) from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                                "save the file as UTF-8")], src) from None
+    data, node = parse_yaml(text, src)
     if not isinstance(data, dict):
         raise ConfigError([("", "the top level must be a mapping of config keys")], src)
     return data, node
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """Parse one YAML document with the safe loader, bounded: at most MAX_NODES nodes once aliases
+    are expanded, MAX_DEPTH levels, no recursive alias; ConfigError (naming ``source``) on any
+    problem. Returns the value and its node tree."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError([("", f"larger than {MAX_BYTES:,} characters")], source)
+    if "\x00" in text:
+        at = text.index(chr(0))
+        raise ConfigError([("", f"contains a NUL byte at offset {at}: not YAML text")], source)
+    loader: yaml.SafeLoader | None = None
+    try:
+        loader = yaml.SafeLoader(text)  # its reader refuses unprintable characters already
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_bounds(node)
+        return loader.construct_document(node), node
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError([("", f"invalid YAML: {where}{problem}")], source) from None
+    except RecursionError:
+        raise ConfigError([("", f"invalid YAML: nested deeper than {MAX_DEPTH} levels")], source) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_bounds(root: yaml.Node) -> None:
+    """Refuse a node graph whose expansion is too big or too deep, or that contains itself (an
+    alias to an enclosing node). Aliased nodes are shared in the graph, so this walks each node
+    once and works out the size and depth the expansion would have, without expanding anything."""
+    sizes: dict[int, tuple[int, int]] = {}  # node id -> (values, levels) of its expansion
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        kids = _children(node)
+        if done:
+            open_.discard(id(node))
+            below = [sizes[id(k)] for k in kids]
+            size = 1 + sum(n for n, _ in below)
+            levels = 1 + max((d for _, d in below), default=0)
+            if size > MAX_NODES:
+                raise yaml.YAMLError(f"more than {MAX_NODES:,} values once its aliases are expanded "
+                                     "(an alias bomb?)")
+            if levels > MAX_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {MAX_DEPTH} levels")
+            sizes[id(node)] = size, levels
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in open_:
+            raise yaml.YAMLError("an alias refers to a node that contains it (recursive)")
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str],
@@ -53,7 +133,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str],
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError([("", "an override must look like key.path=value")], f"override {item!r}")
-        value = yaml.safe_load(raw) if raw else ""
+        value = parse_yaml(raw, f"override {item!r}")[0] if raw else ""
         parts = key.split(".")
         cur: Any = out
         for i, part in enumerate(parts):

@@ -155,6 +155,13 @@ class Stage(Generic[OptionsT]):
         self.options = options if options is not None else cast(OptionsT, self.Options())
         self.context = context if context is not None else StageContext()
 
+    @classmethod
+    def preflight(cls, options: OptionsT) -> list[str]:
+        """What ``validate`` (and ``run``, before it creates anything) can check without running:
+        installed data, importable backends, binaries, files. One line per problem, each saying
+        how to fix it; [] when all is well. Cheap: no model is loaded, nothing is written."""
+        return []
+
     def emit(self, records: Sequence[Record]) -> None:
         """Side outputs: records the stage made besides its verb's result (a tree search's node
         critiques). The runner writes them to lineage under this stage's execution."""

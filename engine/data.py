@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +36,16 @@ def package_file(package: str, relative: str) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def data_problems(load: Callable[[], object]) -> list[str]:
+    """For a stage's ``preflight``: [] when ``load()`` (reading its installed data) works, else the
+    one-line reason it does not (its loaders raise RuntimeError naming the package to install)."""
+    try:
+        load()
+    except (RuntimeError, OSError, ValueError) as exc:
+        return [str(exc).splitlines()[0] if str(exc) else type(exc).__name__]
+    return []
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

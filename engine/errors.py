@@ -1,6 +1,7 @@
 """Errors the CLI turns into one-line messages and exit code 2 (no traceback).
 
-What it is: the user-facing error types. What it is not: internal failures, which keep their
+What it is: the user-facing error types, and StageFailed (a stage that raised during a run, in
+one line; exit code 1). What it is not: internal failures, which keep their
 tracebacks.
 """
 
@@ -21,3 +22,31 @@ class ConfigError(UserError):
         self.source = source
         lines = [f"{source}: {path}: {msg}" if path else f"{source}: {msg}" for path, msg in problems]
         super().__init__("\n".join(lines))
+
+
+class StageFailed(Exception):
+    """A stage, trainer or evaluator raised while a run was going: where it happened, in one line.
+
+    ``role`` is the loop role (``draft``, ``train:policy``, ``eval:humaneval``), ``stage`` and
+    ``plugin`` the bound stage and the distribution that registered it, ``record`` the input
+    record's id where one record was at fault, ``cause`` the first line of the original error.
+    The run is marked failed and can be resumed once the cause is fixed (exit code 1).
+    """
+
+    exit_code = 1
+
+    def __init__(self, *, iteration: int, role: str, stage: str, plugin: str, cause: BaseException,
+                 record: str | None = None) -> None:
+        self.iteration, self.role, self.stage = iteration, role, stage
+        self.plugin, self.record = plugin, record
+        self.run_dir: str | None = None  # set by the run when it knows its directory
+        inner = getattr(cause, "cause", None)  # a remote error (Ray) carries the original
+        cause = inner if isinstance(inner, BaseException) else cause
+        text = str(cause).strip().splitlines()
+        self.cause = f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        on = f" on record {self.record}" if self.record else ""
+        return (f"iteration {self.iteration}, role {self.role!r}: stage {self.stage!r} "
+                f"(plugin {self.plugin}) failed{on}: {self.cause}")

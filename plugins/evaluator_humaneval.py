@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import Stage
+from engine.data import data_problems
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 from engine.toolkit.humaneval import candidate_program, check_source, load_problems
@@ -64,6 +65,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 class HumanEval(Stage[HumanEvalOptions]):
     kind = "evaluator"
     name = "humaneval"
+
+    @classmethod
+    def preflight(cls, options: HumanEvalOptions) -> list[str]:
+        return data_problems(lambda: load_problems(options.subset, options.subset_seed))
 
     def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
         opts = self.options

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import Stage
-from engine.data import package_file, read_jsonl
+from engine.data import data_problems, package_file, read_jsonl
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 
@@ -189,6 +189,12 @@ def by_instruction(rows: list[dict[str, Any]], flags: list[list[bool]]) -> dict[
 class IFEval(Stage[IFEvalOptions]):
     kind = "evaluator"
     name = "ifeval"
+
+    @classmethod
+    def preflight(cls, options: IFEvalOptions) -> list[str]:
+        missing = [] if importlib.util.find_spec("lm_eval") else [
+            f"ifeval: the IFEval checkers (lm_eval) are not installed; {INSTALL}"]
+        return data_problems(lambda: load_prompts(options.subset, options.subset_seed)) + missing
 
     def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
         opts = self.options

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import Stage
-from engine.data import package_file, read_jsonl
+from engine.data import data_problems, package_file, read_jsonl
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 from engine.toolkit.lengthen import count_words, length_score
@@ -64,6 +64,10 @@ def load_prompts(subset: str = "en", max_words: int = 2000, n: int | None = None
 class LongBenchWrite(Stage[LongBenchWriteOptions]):
     kind = "evaluator"
     name = "longbench-write"
+
+    @classmethod
+    def preflight(cls, options: LongBenchWriteOptions) -> list[str]:
+        return data_problems(lambda: load_prompts(options.subset, options.max_words, options.n, options.seed))
 
     def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
         opts = self.options

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import Stage, build_stage
+from engine.data import data_problems
 from engine.records import EvalResult, Task, Trajectory
 
 CODE_TASK = ("Complete this Python function:\n\n```python\n{prompt}```\n\nWrite the whole function, "
@@ -78,6 +79,10 @@ class SelfCorrection(Stage[SelfCorrectionOptions]):
     @property
     def environment(self) -> str:
         return "python-exec" if self.options.dataset == "humaneval" else "self-correct"
+
+    @classmethod
+    def preflight(cls, options: SelfCorrectionOptions) -> list[str]:
+        return data_problems(cls(options).problems)
 
     def problems(self) -> list[Task]:
         opts = self.options

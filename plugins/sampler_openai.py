@@ -48,6 +48,13 @@ class OpenAISampler(Stage[OpenAIOptions]):
     name = "openai"
     resources: ClassVar[Resources] = Resources(num_cpus=0.5)
 
+    @classmethod
+    def preflight(cls, options: OpenAIOptions) -> list[str]:
+        import importlib.util
+
+        missing = importlib.util.find_spec("httpx") is None
+        return [str(BackendMissingError("openai", "httpx", "openai"))] if missing else []
+
     def __init__(self, options: OpenAIOptions | None = None, context: StageContext | None = None) -> None:
         super().__init__(options, context)
         self._client: Any = None
@@ -99,6 +106,8 @@ class OpenAISampler(Stage[OpenAIOptions]):
             body["stop"] = list(p.stop)
         if p.seed is not None:
             body["seed"] = p.seed
+        if p.repetition_penalty != 1.0:  # vLLM's and TGI's servers take it; OpenAI's own API does not
+            body["repetition_penalty"] = p.repetition_penalty
         if req.messages is not None:
             body["messages"] = req.message_dicts()
             if req.continues:  # vLLM's OpenAI server: continue the assistant's message

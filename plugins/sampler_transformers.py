@@ -1,10 +1,10 @@
 """The ``transformers`` sampler: the CPU default, batched decoding with a KV cache and left padding.
 
 What it is: one decoding loop over a whole batch of requests (chat or raw prompts, ``n`` copies
-each), with per-row temperature, top-p, max_tokens, stop strings and seeds, finish reasons,
-optional log-probs (of the raw model distribution), LoRA adapters per request through peft
-(requests grouped by adapter, one engine), finished rows dropped from the batch, and prompts longer
-than the context refused or left-truncated (``truncation``). It also carries the built-in
+each), with per-row temperature, top-p, repetition penalty, max_tokens, stop strings and seeds,
+finish reasons, optional log-probs (of the raw model distribution), LoRA adapters per request
+through peft (requests grouped by adapter, one engine), finished rows dropped from the batch, and
+prompts longer than the context refused or left-truncated (``truncation``). It also carries the built-in
 ``resolve_model`` hook. What it is not: a server, or fast on GPUs (use ``vllm`` there); greedy
 outputs depend on batch composition and dtype (see DESIGN.md), so fix both within a run.
 """
@@ -73,6 +73,7 @@ class TransformersSampler(Stage[TransformersOptions]):
     kind = "sampler"
     name = "transformers"
     resources: ClassVar[Resources] = Resources(num_cpus=2.0)
+    loads_model: ClassVar[bool] = True  # validate checks that the run's model resolves
 
     def __init__(self, options: TransformersOptions | None = None, context: StageContext | None = None,
                  ) -> None:
@@ -226,6 +227,7 @@ class TransformersSampler(Stage[TransformersOptions]):
         tail = {id(r): max((len(s) for s in r.params.stop), default=0) + 2 for r in rows}
         active = list(rows)
         cache = DynamicCache()
+        seen: Any = None  # rows x vocab: tokens already in a penalized row's prompt or output
         with torch.inference_mode():
             while active:
                 out = module(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
@@ -234,9 +236,17 @@ class TransformersSampler(Stage[TransformersOptions]):
                 if expand is not None:  # after the shared prefill: one row per sample again
                     cache.batch_select_indices(expand)
                     logits, mask, pos, expand = logits[expand], mask[expand], pos[expand], None
+                if seen is None and any(r.params.repetition_penalty != 1.0 for r in active):
+                    seen, penalty = self._seen(torch, active, logits.shape[-1])
+                raw = logits
+                if seen is not None:  # CTRL's repetition penalty, as transformers and vLLM apply it
+                    hit = torch.where(logits > 0, logits / penalty[:, None], logits * penalty[:, None])
+                    logits = torch.where(seen, hit, logits)
                 chosen = self._choose(torch, logits, active, gens)
+                if seen is not None:
+                    seen[torch.arange(len(active)), chosen] = True
                 want_lp = any(r.params.logprobs for r in active)
-                lps = (torch.log_softmax(logits, -1).gather(1, chosen[:, None])[:, 0].tolist()
+                lps = (torch.log_softmax(raw, -1).gather(1, chosen[:, None])[:, 0].tolist()
                        if want_lp else None)
                 keep = []
                 for i, (r, tok) in enumerate(zip(active, chosen.tolist(), strict=True)):
@@ -258,10 +268,22 @@ class TransformersSampler(Stage[TransformersOptions]):
                     idx = torch.tensor(keep)
                     cache.batch_select_indices(idx)
                     chosen, mask, pos = chosen[idx], mask[idx], pos[idx]
+                    if seen is not None:
+                        seen, penalty = seen[idx], penalty[idx]
                     active = [active[i] for i in keep]
                 ids = chosen[:, None]
                 mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
                 pos = pos[:, -1:] + 1
+
+    @staticmethod
+    def _seen(torch: Any, rows: list[_Row], vocab: int) -> tuple[Any, Any]:
+        """The tokens each row has seen (its prompt), as a rows x vocab mask, and each row's
+        repetition penalty (1.0 where a row has none: its logits are left as they are)."""
+        seen = torch.zeros((len(rows), vocab), dtype=torch.bool)
+        for i, r in enumerate(rows):
+            if r.params.repetition_penalty != 1.0:
+                seen[i, torch.tensor([t for t in r.ids + r.out if t < vocab], dtype=torch.long)] = True
+        return seen, torch.tensor([r.params.repetition_penalty for r in rows], dtype=torch.float32)
 
     @staticmethod
     def _choose(torch: Any, logits: Any, rows: list[_Row], gens: dict[int, Any]) -> Any:

@@ -65,6 +65,16 @@ class VLLMSampler(Stage[VLLMOptions]):
     extra: ClassVar[str] = "vllm"
     resources: ClassVar[Resources] = Resources(num_cpus=1.0, num_gpus=1.0)
 
+    loads_model: ClassVar[bool] = True
+
+    @classmethod
+    def preflight(cls, options: VLLMOptions) -> list[str]:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            return [str(BackendMissingError(cls.name, "vllm", cls.extra))]
+        return []
+
     def __init__(self, options: VLLMOptions | None = None, context: StageContext | None = None) -> None:
         super().__init__(options, context)
         self.llm: Any = None
@@ -171,7 +181,8 @@ class VLLMSampler(Stage[VLLMOptions]):
             cuts.append(cut)
             if p not in made:  # one vllm SamplingParams per distinct parameter set, shared
                 made[p] = SamplingParams(n=p.n, temperature=p.temperature, top_p=p.top_p,
-                                         max_tokens=p.max_tokens, stop=list(p.stop) or None, seed=p.seed,
+                                         repetition_penalty=p.repetition_penalty, max_tokens=p.max_tokens,
+                                         stop=list(p.stop) or None, seed=p.seed,
                                          logprobs=0 if p.logprobs else None)
             params.append(made[p])
             loras.append(self._lora(req.adapter))

@@ -34,6 +34,18 @@ class E2BSandbox(Stage[E2BOptions]):
     name = "e2b"
     resources: ClassVar[Resources] = Resources(num_cpus=0.1)
 
+    @classmethod
+    def preflight(cls, options: E2BOptions) -> list[str]:
+        import importlib.util
+        import os
+
+        problems = [] if importlib.util.find_spec("e2b_code_interpreter") else [
+            "the 'e2b' sandbox needs the 'e2b-code-interpreter' package: pip install 'autodidact[e2b]'"]
+        if not os.environ.get(options.api_key_env):
+            problems.append(f"the 'e2b' sandbox reads its API key from ${options.api_key_env}, "
+                            "which is not set")
+        return problems
+
     def execute(self, jobs: Sequence[Job]) -> list[Result]:
         """Run the jobs remotely; one Result each, in input order."""
         from sandbox.e2b import E2BPool

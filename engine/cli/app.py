@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from engine.errors import UserError
+from engine.errors import StageFailed, UserError
 
 app = typer.Typer(
     name="autodidact", no_args_is_help=True, rich_markup_mode="rich",
@@ -34,10 +34,16 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds: the run is marked failed, Ray is shut down
 
 
+TracebackOpt = Annotated[bool, typer.Option("--traceback", help="print the full traceback of a failure "
+                                             "(it is always written to the run's run.log)")]
+
+
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Print a UserError as its message (no traceback) and exit with its code; SIGTERM unwinds
-    like Ctrl-C so the run is marked failed and its services are stopped."""
+def user_errors(traceback: bool = False) -> Iterator[None]:
+    """Print a UserError as its message (no traceback) and exit with its code; a stage that failed
+    during a run as one line naming where (its traceback is in the run's log file, and printed too
+    with ``traceback``), exit 1. SIGTERM unwinds like Ctrl-C so the run is marked failed and its
+    services are stopped."""
     import signal
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -46,46 +52,63 @@ def user_errors() -> Iterator[None]:
     except UserError as exc:
         err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+    except StageFailed as exc:
+        if traceback:
+            import traceback as tb
+
+            err.print(escape("".join(tb.format_exception(exc.__cause__ or exc))), highlight=False)
+        where = (f" (traceback: {exc.run_dir}/run.log; fix the cause, then autodidact resume {exc.run_dir})"
+                 if exc.run_dir else "")
+        err.print(f"[bold red]error:[/bold red] {escape(exc.summary() + where)}", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
 
 
 @app.command()
 def validate(config: ConfigArg, overrides: OverridesArg = None) -> None:
-    """Check a config: YAML, types, stage names and each stage's options. Writes nothing."""
+    """Check a config: YAML, types, stage names and options, and what a run would meet before its
+    first stage (data files, the model, evaluator data, backends). Writes nothing."""
     from engine.config import load_config
+    from engine.manager import create_plugin_manager
+    from engine.preflight import preflight
 
     with user_errors():
-        resolved = load_config(config, overrides or [])
+        pm = create_plugin_manager()
+        resolved = load_config(config, overrides or [], pm)
+        preflight(resolved, pm)
     roles = ", ".join(f"{r}={s.info.name}" for r, s in resolved.stages.items())
-    out.print(f"[green]ok[/green] {config}: loop {resolved.config.loop.name!r}, "
-              f"{resolved.config.iterations} iteration(s); {roles}", highlight=False)
+    out.print("[green]ok[/green] " + escape(f"{config}: loop {resolved.config.loop.name!r}, "
+                                           f"{resolved.config.iterations} iteration(s); {roles}"),
+              highlight=False)
 
 
 @app.command()
-def run(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def run(config: ConfigArg, overrides: OverridesArg = None, traceback: TracebackOpt = False) -> None:
     """Run a loop config; prints progress per stage and a table per iteration."""
     from engine.config import load_config
     from engine.manager import create_plugin_manager
     from engine.runtime.run import start_run
 
-    with user_errors():
+    with user_errors(traceback):
         pm = create_plugin_manager()
         resolved = load_config(config, overrides or [], pm)
         with stage_progress() as (progress, on_iteration):
             run_dir = start_run(resolved, pm, progress, on_iteration)
         _final_report(run_dir)
-    out.print(f"[bold green]done[/bold green]: {run_dir}\n"
-              f"  lineage: autodidact lineage funnel {run_dir}", highlight=False)
+    out.print(f"[bold green]done[/bold green]: {escape(str(run_dir))}\n"
+              f"  lineage: autodidact lineage funnel {escape(str(run_dir))}", highlight=False)
 
 
 @app.command()
-def resume(run_dir: Annotated[Path, typer.Argument(help="a run directory under runs/")]) -> None:
-    """Continue an interrupted run; finished stage work is not repeated."""
+def resume(run_dir: Annotated[Path, typer.Argument(help="a run directory under runs/")],
+           traceback: TracebackOpt = False) -> None:
+    """Continue an interrupted or failed run; finished stage work is not repeated."""
     from engine.runtime.run import resume_run
 
-    with user_errors(), stage_progress() as (progress, on_iteration):
+    with user_errors(traceback), stage_progress() as (progress, on_iteration):
         resume_run(run_dir, progress, on_iteration)
         _final_report(run_dir)
-    out.print(f"[bold green]done[/bold green]: {run_dir}", highlight=False)
+    out.print(f"[bold green]done[/bold green]: {escape(str(run_dir))}", highlight=False)
 
 
 @app.command()
@@ -107,7 +130,8 @@ def runs(output_dir: Annotated[Path, typer.Option(help="where runs live")] = Pat
     table = Table("run directory", "status", "iterations done")
     for state_file in sorted(output_dir.glob("*/run.json")):
         state = json.loads(state_file.read_text())
-        table.add_row(str(state_file.parent), state.get("status", "?"), str(state.get("iterations_done", 0)))
+        table.add_row(escape(str(state_file.parent)), escape(str(state.get("status", "?"))),
+                      escape(str(state.get("iterations_done", 0))))
     out.print(table)
 
 
@@ -130,7 +154,7 @@ def report(run: Annotated[str, typer.Argument(help="run directory (or store URL 
         written = plot_report(store, rid, out_dir)
         store.close()
     for path in written:
-        out.print(f"plot: {path}", highlight=False)
+        out.print(f"plot: {path}", highlight=False, markup=False)
 
 
 def report_table(store: Any, run_id: str) -> Any:
@@ -143,7 +167,7 @@ def report_table(store: Any, run_id: str) -> Any:
     columns, rows = iteration_table(store, run_id)
     table = Table("stage / metric", *(f"iter {row[0]}" for row in rows), title=f"report of {run_id}")
     for j, name in enumerate(columns[1:], start=1):
-        table.add_row(name, *("" if r[j] is None else f"{r[j]:.4g}" if isinstance(r[j], float)
+        table.add_row(escape(name), *("" if r[j] is None else f"{r[j]:.4g}" if isinstance(r[j], float)
                               else str(r[j]) for r in rows))
     return table
 
@@ -175,7 +199,7 @@ def stage_progress() -> Iterator[tuple[Any, Callable[[int, dict[str, Any]], None
     def start(role: str, total: int) -> None:
         tasks[role] = bar.add_task(role, total=total or None)
         if bar.disable:  # no live bar (output is not a terminal): say what started, so logs show it
-            err.print(f"  [dim]{role:<24} {total or '-':>6} in  started[/dim]", highlight=False)
+            err.print(f"  [dim]{escape(role):<24} {total or '-':>6} in  started[/dim]", highlight=False)
 
     def advance(role: str, n: int) -> None:
         if role in tasks:
@@ -184,20 +208,26 @@ def stage_progress() -> Iterator[tuple[Any, Callable[[int, dict[str, Any]], None
     def end(role: str, n_in: int, n_out: int, seconds: float) -> None:
         if role in tasks:
             bar.remove_task(tasks.pop(role))
-        err.print(f"  [cyan]{role:<24}[/cyan] {n_in:>6} in  {n_out:>6} out  {seconds:7.1f}s", highlight=False)
+        err.print(f"  [cyan]{escape(role):<24}[/cyan] {n_in:>6} in  {n_out:>6} out  {seconds:7.1f}s",
+                  highlight=False)
+
+    def fail(role: str, seconds: float, error: str) -> None:
+        if role in tasks:
+            bar.remove_task(tasks.pop(role))
+        err.print(f"  [red]{escape(role):<24} failed after {seconds:.1f}s[/red]", highlight=False)
 
     def on_iteration(it: int, summary: dict[str, Any]) -> None:
         table = Table(title=f"iteration {it}", show_header=True)
         table.add_column("stage")
         table.add_column("records", justify="right")
         for role, count in summary.get("funnel", {}).items():
-            table.add_row(role, str(count))
+            table.add_row(escape(role), str(count))
         for metric, value in summary.get("metrics", {}).items():
-            table.add_row(f"[magenta]{metric}[/magenta]", f"{value:.4g}")
+            table.add_row(f"[magenta]{escape(metric)}[/magenta]", f"{value:.4g}")
         err.print(table)
 
     with bar:
-        yield StageProgress(start, advance, end), on_iteration
+        yield StageProgress(start, advance, end, fail), on_iteration
 
 
 def _mount() -> None:

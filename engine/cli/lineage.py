@@ -252,20 +252,46 @@ def export(run: RunArg,
               f"to {escape(str(path))}")
 
 
+SQL_TIMEOUT_S = 30.0
+SQL_MAX_ROWS = 10_000
+PIPE_WIDTH = 1_000_000  # a table written to a pipe or file never wraps its cells
+
+
 @app.command()
 def sql(run: RunArg, statement: Annotated[str, typer.Argument(help="one read-only SQL statement")],
-        limit: Annotated[int, typer.Option(help="most rows to print")] = 1000) -> None:
-    """Run one read-only SQL statement (writes are refused by the database)."""
+        timeout: Annotated[float, typer.Option("--timeout", help="stop the statement after this many "
+                                               "seconds")] = SQL_TIMEOUT_S,
+        max_rows: Annotated[int, typer.Option("--max-rows", "--limit",
+                                              help="most rows to print")] = SQL_MAX_ROWS,
+        format: Annotated[str, typer.Option("--format", "-f", help="table, json (a list of objects) or "
+                                            "csv (a header, then the rows)")] = "table") -> None:
+    """Run one read-only SQL statement and print its rows.
+
+    Only reads run. On SQLite the statement may SELECT (WITH, RECURSIVE, functions) and use the
+    PRAGMAs that only read (table_info, index_list, foreign_key_list, user_version...); refused
+    before anything runs: ATTACH, DETACH, VACUUM (and VACUUM INTO), INSERT, UPDATE, DELETE,
+    CREATE, DROP, ALTER (temp objects too), BEGIN/COMMIT/SAVEPOINT and any PRAGMA given a value.
+    On PostgreSQL only a query runs (SELECT, WITH, VALUES, TABLE), in a read-only transaction
+    that is rolled back. A refusal, a timeout or a SQL error prints one line and exits with 2;
+    rows past --max-rows are cut, and a line on stderr says so.
+    """
     from engine.lineage.connect import resolve_location
-    from engine.lineage.readonly import run_readonly_sql
+    from engine.lineage.errors import StoreError
+    from engine.lineage.readonly import FORMATS, render_rows, run_readonly_sql
 
     with one_line_errors():
-        result = run_readonly_sql(resolve_location(run), statement, limit=limit)
-    table = Table()
-    for col in result.columns:
-        table.add_column(escape(col))
-    for row in result.rows:
-        table.add_row(*(escape(_cell(v)) for v in row))
-    out.print(table)
+        if format not in FORMATS:
+            raise StoreError(f"lineage sql: unknown format {format!r} (use one of: {', '.join(FORMATS)})")
+        result = run_readonly_sql(resolve_location(run), statement, timeout_s=timeout, max_rows=max_rows)
+    if format == "table" and result.columns:
+        table = Table()
+        for col in result.columns:
+            table.add_column(escape(col))
+        for row in result.rows:
+            table.add_row(*(escape(_cell(v)) for v in row))
+        (out if out.is_terminal else Console(width=PIPE_WIDTH)).print(table)
+    elif format != "table":
+        typer.echo(render_rows(result, format), nl=False)
     if result.truncated:
-        err.print(f"(first {limit} rows shown)")
+        err.print(f"lineage sql: showing the first {max_rows} rows; more were cut (raise --max-rows)",
+                  highlight=False, soft_wrap=True)

@@ -73,7 +73,7 @@ def _json(value: Any) -> str:
 def make_engine(url: str, *, read_only: bool = False, must_exist: bool = False) -> Engine:
     """An engine for ``url``. SQLite files get WAL, foreign keys, a busy timeout and, when
     ``read_only``, ``mode=ro`` plus ``PRAGMA query_only``. PostgreSQL read-only is per transaction
-    (see queries.run_readonly_sql)."""
+    (see readonly.run_readonly_sql)."""
     u = parse_url(url)
     backend = u.get_backend_name()
     if backend == "sqlite":

@@ -20,7 +20,7 @@ import yaml
 
 from engine import __version__
 from engine.config import ResolvedConfig, parse_config, resolve_config
-from engine.errors import UserError
+from engine.errors import StageFailed, UserError
 from engine.manager import PluginManager, create_plugin_manager
 from engine.records import record_namespace
 from engine.runtime.runner import Runner, StageProgress
@@ -56,8 +56,12 @@ def new_run_dir(resolved: ResolvedConfig) -> tuple[str, Path]:
 def start_run(resolved: ResolvedConfig, pm: PluginManager,
               progress: StageProgress | None = None,
               on_iteration: Callable[[int, dict[str, Any]], None] | None = None) -> Path:
-    """Create the run directory and store, then run every iteration. Returns the run dir."""
+    """Check what can be checked before running (engine.preflight), then create the run directory
+    and store, and run every iteration. Returns the run dir."""
     from engine.lineage.store import LineageStore
+    from engine.preflight import preflight
+
+    preflight(resolved, pm)
 
     store = LineageStore.open(store_url(resolved, Path(resolved.config.output_dir)), create=True) \
         if resolved.config.store.url else None
@@ -75,25 +79,37 @@ def resume_run(run_dir: Path, progress: StageProgress | None = None,
                pm: PluginManager | None = None) -> Path:
     """Continue a run from its directory: finished stage executions, and the finished chunks of
     streamed ones, are not run again. ``pm``: the plugin manager (default: every installed plugin)."""
+    from engine.configfile import load_yaml
     from engine.lineage.store import LineageStore
 
     state = load_state(run_dir)
     pm = pm or create_plugin_manager()
-    data = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
-    cfg = parse_config(data, source=str(run_dir / CONFIG_FILE))
-    resolved = resolve_config(cfg, pm, source=str(run_dir / CONFIG_FILE))
+    data, node = load_yaml(run_dir / CONFIG_FILE)
+    cfg = parse_config(data, node, source=str(run_dir / CONFIG_FILE))
+    resolved = resolve_config(cfg, pm, node, source=str(run_dir / CONFIG_FILE))
     store = LineageStore.open(state["store_url"], create=False)
+    if state["run_id"] not in {r["id"] for r in store.runs()}:
+        store.close()
+        raise UserError(f"{run_dir}: its store {state['store_url']} holds no run {state['run_id']!r}")
     _save_state(run_dir, status="running")
     store.set_run_status(state["run_id"], "running")
     return _execute(state["run_id"], run_dir, resolved, pm, store, progress, on_iteration, state)
 
 
 def load_state(run_dir: Path) -> dict[str, Any]:
+    """The run's state file, checked: a missing, unreadable or damaged one is a UserError."""
     path = Path(run_dir) / STATE_FILE
     if not path.is_file():
         raise UserError(f"{run_dir}: not a run directory (no {STATE_FILE})")
-    state: dict[str, Any] = json.loads(path.read_text())
-    return state
+    try:
+        state = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: damaged run state ({str(exc).splitlines()[0]})") from None
+    missing = [k for k in ("run_id", "store_url")
+               if not isinstance(state, dict) or not isinstance(state.get(k), str)]
+    if missing:
+        raise UserError(f"{path}: damaged run state (no {' or '.join(missing)})")
+    return dict(state)
 
 
 def _save_state(run_dir: Path, **state: Any) -> None:
@@ -143,9 +159,10 @@ def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginMan
                         adapters=runner.adapters, versions=runner.versions)
             if on_iteration:
                 on_iteration(it, runner.summary)
-    except BaseException:
+    except BaseException as exc:
         store.set_run_status(run_id, "failed")
         _save_state(run_dir, status="failed")
+        _log_failure(run_dir, exc)
         raise
     finally:
         services.stop()
@@ -159,6 +176,21 @@ def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginMan
     return run_dir
 
 
+LOG_FILE = "run.log"
+
+
+def _log_failure(run_dir: Path, exc: BaseException) -> None:
+    """Append the failure's traceback to the run's log file; a StageFailed learns the run dir."""
+    import traceback
+
+    if isinstance(exc, StageFailed):
+        exc.run_dir = str(run_dir)
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    with open(run_dir / LOG_FILE, "a") as log:
+        log.write(f"--- {stamp} run failed: {type(exc).__name__}: {exc}\n")
+        log.write("".join(traceback.format_exception(exc)))
+
+
 def _evaluate(runner: Runner, resolved: ResolvedConfig) -> None:
     """Run every evaluator on the current model version and record its metrics."""
     for bound in resolved.evaluators:
@@ -166,7 +198,11 @@ def _evaluate(runner: Runner, resolved: ResolvedConfig) -> None:
         evaluator = runner.instantiate(bound, role)
         runner.progress.start(role, 0)
         t0 = time.perf_counter()
-        results = evaluator.evaluate(runner.sampler, runner.model_version)  # type: ignore[attr-defined]
+        try:
+            results = evaluator.evaluate(runner.sampler, runner.model_version)  # type: ignore[attr-defined]
+        except Exception as exc:
+            runner.progress.fail(role, time.perf_counter() - t0, str(exc))
+            raise runner.failure(role, bound, exc) from exc
         runner.progress.end(role, 0, len(results), time.perf_counter() - t0)
         runner.store.add_metrics(runner.run_id, runner.iteration, runner.model_version, results)
         for r in results:

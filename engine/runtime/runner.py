@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.contracts import Role, Stage, StageContext, build_stage, kinds_fit
+from engine.errors import StageFailed
 from engine.records import Record
 from engine.runtime.streaming import Args, Outputs, StageRun, Stream, source_of
 
@@ -37,6 +38,7 @@ class StageProgress:
     start: Callable[[str, int], None] = lambda role, total: None
     advance: Callable[[str, int], None] = lambda role, n: None
     end: Callable[[str, int, int, float], None] = lambda role, n_in, n_out, s: None
+    fail: Callable[[str, float, str], None] = lambda role, seconds, error: None
 
 
 def keyed(role: str, key: str) -> str:
@@ -197,11 +199,23 @@ class Runner:
             options=bound.options.model_dump(mode="json"), model_version=self.model_version,
             attempt_key=key)
 
+    def failure(self, role: str, bound: ResolvedStage, exc: BaseException,
+                record: str | None = None) -> StageFailed:
+        """``exc``, raised by the stage bound to ``role``, as a one-line StageFailed (kept as is
+        when it already is one)."""
+        if isinstance(exc, StageFailed):
+            return exc
+        return StageFailed(iteration=self.iteration, role=role, stage=bound.info.name,
+                           plugin=bound.info.plugin, cause=exc, record=record)
+
     def finish_execution(self, exec_id: str, role: str, bound: ResolvedStage, n_in: int, n_out: int,
                 seconds: float, error: str | None, finished: bool | None = None) -> None:
         self.store.finish_stage(exec_id, n_in=n_in, n_out=n_out, seconds=seconds, error=error,
                                 finished=finished)
-        self.progress.end(role, n_in, n_out, seconds)
+        if finished is False:
+            self.progress.fail(role, seconds, error or "failed")
+        else:
+            self.progress.end(role, n_in, n_out, seconds)
         self.funnel(role, n_out)
         self.pm.hook.on_stage_end(run_id=self.run_id, iteration=self.iteration, role=role,
                                   stage=bound.info.name, n_in=n_in, n_out=n_out, seconds=seconds,
@@ -235,8 +249,14 @@ class Runner:
         t0 = time.perf_counter()
         from engine.runtime.training import run_training  # on a Ray worker, or in process with Ray off
 
-        new = run_training(bound, self.context(), list(examples), base, str(out_dir), self.config.runtime.ray,
-                           self.make_room)
+        try:
+            new = run_training(bound, self.context(), list(examples), base, str(out_dir),
+                               self.config.runtime.ray, self.make_room)
+        except Exception as exc:
+            failed = self.failure(stage_role, bound, exc)
+            self.finish_execution(exec_id, stage_role, bound, len(examples), 0, time.perf_counter() - t0,
+                                  failed.cause, finished=False)
+            raise failed from exc
         self.service_seconds += time.perf_counter() - t0
         self.store.add_model_version(
             new.id, run_id=self.run_id, base_model=new.base_model, adapter_path=new.adapter_path,

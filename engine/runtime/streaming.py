@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.contracts import VERBS, Stage
+from engine.errors import StageFailed
 from engine.records import Link, Record, StageError
 
 if TYPE_CHECKING:
@@ -116,7 +117,11 @@ class StageRun:
             return Outputs(stored, side=side)
         self.runner.check_kinds(self.role, "hands in", [r for arg in args for r in arg], "takes")
         t0 = time.perf_counter()
-        out, errors = run_verb(self.stage, args, self.bound.on_error) if args and args[0] else ([], [])
+        try:
+            out, errors = run_verb(self.stage, args, self.bound.on_error) if args and args[0] else ([], [])
+        except Exception as exc:
+            one = args[0][0] if args and len(args[0]) == 1 else None
+            raise self.runner.failure(self.name, self.bound, exc, getattr(one, "id", None)) from exc
         records = [r for r in out if isinstance(r, Record)]
         self.runner.check_kinds(self.role, f"got back from {self.bound.info.kind} "
                                            f"{self.bound.info.name!r}", records, "gives")
@@ -135,7 +140,9 @@ class StageRun:
 
     def finish(self, error: BaseException | None = None) -> None:
         note = None
-        if error is not None:
+        if isinstance(error, StageFailed):
+            note = error.cause
+        elif error is not None:
             note = f"{type(error).__name__}: {error}"
         elif self.errors:
             note = f"{self.errors} record(s) failed and were skipped"

@@ -22,6 +22,9 @@ class SamplingParams(BaseModel):
     n: int = Field(default=1, ge=1, le=1024)
     temperature: float = Field(default=0.0, ge=0.0, le=5.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0, description=(
+        "CTRL's penalty, as transformers and vLLM apply it: the logit of every token already in the "
+        "prompt or the output is divided by it when positive, multiplied when negative (1: off)"))
     max_tokens: int = Field(default=256, ge=1)
     stop: tuple[str, ...] = ()
     seed: int | None = None

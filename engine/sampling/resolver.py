@@ -89,17 +89,38 @@ def builtin_resolve(name: str, cache_dir: Path) -> Path:
     path = Path(name).expanduser()
     if path.is_dir():
         return _resolve_local(path, cache_dir)
-    if path.exists() or name.startswith((".", "/", "~")):
-        raise ModelResolutionError(f"model path {name!r} is not a directory with config.json or a .gguf file")
-    if HUB_ID.match(name):
+    if HUB_ID.match(name) and not path.exists() and not name.startswith((".", "/", "~")):
         return _download(name)
+    raise ModelResolutionError(model_problem(name) or f"cannot resolve model {name!r}")
+
+
+def model_problem(name: str) -> str | None:
+    """Why the built-in resolver cannot resolve ``name``, or None when it can (an installed alias, a
+    usable local directory, or a hub id, fetched at run time). Converts and downloads nothing."""
+    key = name.strip().lower()
+    if key in ALIASES:
+        spec = ALIASES[key]
+        try:
+            src = _package_dir(key, spec) / spec.filename
+        except ModelResolutionError as exc:
+            return str(exc)
+        return None if src.is_file() else f"model alias {key!r}: {src} is missing; reinstall: {spec.install}"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file() or len(list(path.glob("*.gguf"))) == 1:
+            return None
+        return f"model directory {str(path)!r} has no config.json and no single .gguf file"
+    if path.exists() or name.startswith((".", "/", "~")):
+        return f"model path {name!r} is not a directory with config.json or a .gguf file"
+    if HUB_ID.match(name):
+        return None
     import difflib
 
     close = difflib.get_close_matches(key, list(ALIASES), n=3, cutoff=0.4)
     hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
             else f"known aliases: {', '.join(sorted(ALIASES))}")
-    raise ModelResolutionError(f"unknown model alias {name!r}; {hint} (or give a local HF directory "
-                               f"or a hub id such as 'org/name')")
+    return (f"unknown model alias {name!r}; {hint} (or give a local HF directory or a hub id such as "
+            f"'org/name')")
 
 
 # -- aliases and local directories -----------------------------------------------------------

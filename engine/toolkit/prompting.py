@@ -1,11 +1,11 @@
 """Prompting a sampler from a stage: the toolkit part for stages that talk to a model.
 
 What it is: :class:`SamplingOptions` (the options every LLM stage shares: n, temperature, top_p,
-max_tokens, template, adapter by role, assistant prefix), :func:`load_template` (a text file with
-``{field}`` placeholders, swappable by a path in a stage's options), :func:`chat` (one user turn,
-optionally continued by an assistant prefix), :func:`sample_chats` (whole message lists, multi-turn,
-one batched sampler call; :func:`chat_requests` builds its requests) and :func:`sample_texts` (one
-user prompt each, on top of it).
+repetition penalty, max_tokens, template, adapter by role, assistant prefix), :func:`load_template`
+(a text file with ``{field}`` placeholders, swappable by a path in a stage's options), :func:`chat`
+(one user turn, optionally continued by an assistant prefix), :func:`sample_chats` (whole message
+lists, multi-turn, one batched sampler call; :func:`chat_requests` builds its requests) and
+:func:`sample_texts` (one user prompt each, on top of it).
 What it is not: a sampler; stages never know which backend answers.
 """
 
@@ -28,6 +28,8 @@ class SamplingOptions(BaseModel):
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature (0: greedy)")
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_tokens: int = Field(256, ge=1, le=32768, description="new tokens per completion")
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="penalty on tokens already in "
+                                      "the prompt or answer (1: off; 1.1-1.3 stops a small model looping)")
     template: str | None = Field(None, description="path of a prompt template file")
     adapter_role: str | None = Field("policy", description="sample from the current adapter of this "
                                      "role (the trainer's default role is 'policy'); null: the base")
@@ -36,16 +38,20 @@ class SamplingOptions(BaseModel):
 
 
 def load_template(path: str | None, default: Path) -> str:
-    """Text of the template file ``path`` if given (a user's override, looked up from the working
-    directory, then from configs/ like data files), else of ``default`` (the stage's template)."""
-    if not path:
-        return default.read_text()
+    """Text of the template file ``path`` if given (a user's override, found by
+    :func:`find_template`), else of ``default`` (the stage's template)."""
+    return (find_template(path) if path else default).read_text()
+
+
+def find_template(path: str) -> Path:
+    """The template file ``path``, looked up from the working directory, then from configs/ like
+    data files; UserError when neither has it."""
     from engine.data import CONFIGS
     from engine.errors import UserError
 
     for candidate in (Path(path), CONFIGS / path):
         if candidate.is_file():
-            return candidate.read_text()
+            return candidate
     raise UserError(f"template file not found: {path} (looked in . and {CONFIGS})")
 
 
@@ -89,6 +95,7 @@ def chat_requests(context: StageContext, chats: Sequence[Messages], opts: Sampli
     token ids and log-probabilities with ``logprobs``)."""
     adapter = context.adapters.get(opts.adapter_role) if opts.adapter_role else None
     return [SampleRequest.chat(list(msgs), n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
+                               repetition_penalty=opts.repetition_penalty,
                                max_tokens=max_tokens or opts.max_tokens, stop=tuple(stop),
                                seed=context.seed + seed_offset, adapter=adapter, logprobs=logprobs)
             for msgs in chats]

@@ -184,3 +184,24 @@ def test_least_recently_used_adapters_are_unloaded(adapters: list[str]) -> None:
     assert len(small._peft.peft_config) == 1, "the first adapter was unloaded"
     again = small.sample([SampleRequest.chat(q, max_tokens=6, adapter=adapters[0])])
     assert texts(again) == texts(first), "an unloaded adapter loads again, the same"
+
+
+def test_repetition_penalty_matches_transformers_generate(sampler: TransformersSampler) -> None:
+    """Greedy decoding with a repetition penalty gives the tokens transformers' own generate gives
+    with its RepetitionPenaltyLogitsProcessor (prompt and output tokens penalized), and differs from
+    decoding without it; a row without a penalty in the same batch is left as it was."""
+    import torch
+
+    prompt = "List the days of the week, then list them again, and again:"
+    plain = SampleRequest.chat(prompt, max_tokens=40)
+    penalized = SampleRequest.chat(prompt, max_tokens=40, repetition_penalty=1.5)
+    both = sampler.sample([plain, penalized])
+    [alone] = sampler.sample([plain])
+    assert both[0].completions[0].text == alone.completions[0].text
+    ids = sampler._prompt_ids(penalized)
+    with torch.inference_mode():
+        ref = sampler.model.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False,
+                                     repetition_penalty=1.5, pad_token_id=sampler.pad_id)
+    expected = sampler.tokenizer.decode(ref[0, len(ids):], skip_special_tokens=True)
+    assert both[1].completions[0].text == expected
+    assert both[1].completions[0].text != both[0].completions[0].text

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from engine import hookimpl
 from engine.config import parse_config, resolve_config
 from engine.contracts import Role, Stage
+from engine.errors import StageFailed
 from engine.lineage.store import LineageStore
 from engine.manager import create_plugin_manager
 from engine.records import Link, Record, Response, Seed, Task
@@ -150,7 +151,7 @@ def test_the_next_stage_starts_on_the_first_finished_chunks(tmp_path: Path) -> N
 
 def test_a_resumed_run_redoes_only_the_chunks_that_had_not_finished(tmp_path: Path) -> None:
     Log.fail_at = {"answer-task": 32}  # answer's 7th chunk (inputs 30..34) raises
-    with pytest.raises(RuntimeError, match="broke on chunk starting at 30"):
+    with pytest.raises(StageFailed, match="RuntimeError: answer-task broke on chunk starting at 30"):
         run(tmp_path / "a")
     (run_dir,) = (tmp_path / "a").iterdir()
     before = lineage(run_dir)
@@ -173,7 +174,7 @@ def test_a_resumed_run_redoes_only_the_chunks_that_had_not_finished(tmp_path: Pa
 
 def test_an_error_upstream_reaches_the_loop_and_marks_that_stage_failed(tmp_path: Path) -> None:
     Log.fail_at = {"make-task": 12}
-    with pytest.raises(RuntimeError, match="make-task broke"):
+    with pytest.raises(StageFailed, match="RuntimeError: make-task broke"):
         run(tmp_path)
     (run_dir,) = tmp_path.iterdir()
     execs = lineage(run_dir)["execs"]
