@@ -24,7 +24,26 @@ class ConfigError(UserError):
         super().__init__("\n".join(lines))
 
 
-class StageFailed(Exception):
+class RunFailed(Exception):
+    """A run that stopped after it started (it is marked failed and can be resumed): one line
+    saying why; ``run_dir`` is set by the run once known, for the resume hint. Exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        self.run_dir: str | None = None
+        super().__init__(message)
+
+    def summary(self) -> str:
+        return str(self)
+
+
+class StoreFailed(RunFailed):
+    """The lineage store (or the run directory's disk) could not be written or reached mid-run: a
+    full disk, a database server that went away. Nothing half-written stays: resume once fixed."""
+
+
+class StageFailed(RunFailed):
     """A stage, trainer or evaluator raised while a run was going: where it happened, in one line.
 
     ``role`` is the loop role (``draft``, ``train:policy``, ``eval:humaneval``), ``stage`` and
@@ -33,13 +52,10 @@ class StageFailed(Exception):
     The run is marked failed and can be resumed once the cause is fixed (exit code 1).
     """
 
-    exit_code = 1
-
     def __init__(self, *, iteration: int, role: str, stage: str, plugin: str, cause: BaseException,
                  record: str | None = None) -> None:
         self.iteration, self.role, self.stage = iteration, role, stage
         self.plugin, self.record = plugin, record
-        self.run_dir: str | None = None  # set by the run when it knows its directory
         inner = getattr(cause, "cause", None)  # a remote error (Ray) carries the original
         cause = inner if isinstance(inner, BaseException) else cause
         text = str(cause).strip().splitlines()

@@ -3,8 +3,11 @@
 What it is: thin stage classes over sandbox.bubblewrap.BubblewrapPool and sandbox.rlimit.RlimitPool,
 each with a pydantic Options model and the sandbox verb ``execute(jobs) -> list[Result]``. The
 pool (warm workers) is built on first use and kept until ``close``. ``bubblewrap`` refuses to run
-(SandboxUnavailable) where it cannot create its namespaces, naming the ``rlimit`` opt-in; ``rlimit``
-warns loudly whenever it is created. What it is not: the isolation itself (see sandbox/).
+(SandboxUnavailable) where it cannot create its namespaces, naming the ``rlimit`` opt-in;
+``rlimit`` (mount, network and PID namespaces through ``unshare``, read-only host filesystem)
+warns loudly whenever it is created and refuses where ``unshare`` cannot contain it, unless
+``allow_unsafe: true`` (then rlimits and a wall clock only). What it is not: the isolation
+itself (see sandbox/).
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ class BubblewrapOptions(BaseModel):
 class RlimitOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     concurrency: int | None = Field(None, ge=1, description="warm workers; default: the cores")
+    disk_mb: int = Field(64, ge=1, description="size of each worker's tmpfs /tmp (the job work directories)")
+    allow_unsafe: bool = Field(False, description="where unshare cannot give the workers their own mount, "
+                                                  "network and PID namespaces, run jobs anyway with rlimits "
+                                                  "and a wall clock only (host filesystem, network and "
+                                                  "loopback exposed) instead of refusing")
 
 
 class _PooledSandbox(Stage[OptionsT]):
@@ -67,6 +75,16 @@ class BubblewrapSandbox(_PooledSandbox[BubblewrapOptions]):
 
     name = "bubblewrap"
 
+    @classmethod
+    def preflight(cls, options: BubblewrapOptions) -> list[str]:
+        from sandbox.bubblewrap import SandboxUnavailable, bwrap_binary
+
+        try:
+            bwrap_binary()
+        except SandboxUnavailable as exc:
+            return [f"the 'bubblewrap' sandbox cannot start: {exc}"]
+        return []
+
     def _make_pool(self) -> Any:
         from sandbox.bubblewrap import BubblewrapPool
 
@@ -75,7 +93,7 @@ class BubblewrapSandbox(_PooledSandbox[BubblewrapOptions]):
 
 
 class RlimitSandbox(_PooledSandbox[RlimitOptions]):
-    """rlimits and a wall clock only, no namespaces: much weaker, and it says so loudly."""
+    """unshare'd namespaces, read-only host filesystem, rlimits: weaker than bubblewrap, and it says so."""
 
     name = "rlimit"
 
@@ -83,14 +101,16 @@ class RlimitSandbox(_PooledSandbox[RlimitOptions]):
         super().__init__(options, context)
         import warnings
 
-        from sandbox.rlimit import WARNING, RlimitWarning
+        from sandbox.rlimit import CONTAINED_WARNING, WARNING, RlimitWarning
 
-        warnings.warn(WARNING, RlimitWarning, stacklevel=2)
+        text = WARNING if self.options.allow_unsafe else CONTAINED_WARNING
+        warnings.warn(text, RlimitWarning, stacklevel=2)
 
     def _make_pool(self) -> Any:
         from sandbox.rlimit import RlimitPool
 
-        return RlimitPool(self.options.concurrency, quiet=True)
+        opts = self.options
+        return RlimitPool(opts.concurrency, quiet=True, allow_unsafe=opts.allow_unsafe, disk_mb=opts.disk_mb)
 
 
 @hookimpl

@@ -20,7 +20,8 @@ the main thread), spawn processes or use ctypes; files whose path has a componen
 What it does not cover: a CPython bug that escapes the audit hook; a test that an always-true
 object satisfies (``__eq__`` returning True): a weak test is a weak test; ``unittest.TestCase``
 classes are not collected. Isolation (namespaces, read-only filesystem, no network) is
-bubblewrap's job, not this file's.
+bubblewrap's job, or the rlimit backend's (forkserver.py's ``contain`` under unshare), not this
+file's.
 """
 
 import _thread

@@ -1,13 +1,14 @@
 """Warm workers and the pool that runs a batch on them, concurrency = cores.
 
 What it is: ``Worker`` (one long-lived harness fork server, started from an argv the backend
-builds: inside bubblewrap, or bare for the rlimit backend), talking JSON lines over its
-stdin/stdout with a host-side watchdog; and ``WorkerPool``, which spreads a batch over its
-workers (one long-lived host thread each, keeping ``depth`` jobs queued on its worker so the
-server never waits for the host), judges each answer (sandbox.protocol.judge_answer) and
-returns results in input order. A worker that dies, hangs or answers garbage is killed (its
-whole process group) and started afresh; the jobs queued behind the lost one are sent again;
-workers are also recycled every ``recycle_after`` jobs.
+builds: inside bubblewrap, under unshare for the rlimit backend, or bare for its allow_unsafe
+fallback), talking JSON lines over its stdin/stdout with a host-side watchdog; and
+``WorkerPool``, which spreads a batch over its workers (one long-lived host thread each, keeping
+``depth`` jobs queued on its worker so the server never waits for the host), judges each answer
+(sandbox.protocol.judge_answer) and returns results in input order. A worker that dies, hangs or
+answers garbage is killed (its process group and every process below it, a job in its own
+session included; the host waits until they are gone) and started afresh; the jobs queued
+behind the lost one are sent again; workers are also recycled every ``recycle_after`` jobs.
 What it is not: isolation; that is the argv the backend hands it.
 """
 
@@ -26,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sandbox.forkserver import descendants
 from sandbox.harness import count_tests
 from sandbox.protocol import Job, Result, job_message, judge_answer
 
@@ -80,12 +82,32 @@ class Worker:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
+        """Kill the server's process group and every process below it (a job in its own session
+        and its group; a namespace's init, which takes its namespace down), and wait until all
+        of them are gone."""
         if self.proc is None:
             return
+        below = descendants(self.proc.pid)
+        fds = []
+        for pid in below:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except OSError:
+                pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except OSError:
             pass
+        for pid in below:
+            try:
+                os.killpg(pid, signal.SIGKILL)  # a job's own session/group (a no-op for non-leaders)
+            except OSError:
+                pass
+        for fd in fds:
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except OSError:
+                pass
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 if stream is not None:
@@ -96,6 +118,14 @@ class Worker:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - a kernel that ignores SIGKILL
             pass
+        deadline = time.monotonic() + 5
+        while fds and time.monotonic() < deadline:  # readable once exited (an init: once its namespace is)
+            ready = select.select(fds, [], [], max(deadline - time.monotonic(), 0))[0]
+            for fd in ready:
+                os.close(fd)
+            fds = [fd for fd in fds if fd not in ready]
+        for fd in fds:  # pragma: no cover - a kernel that ignores SIGKILL
+            os.close(fd)
         self.proc = None
 
     def send(self, message: dict[str, Any]) -> bool:

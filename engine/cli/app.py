@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from engine.errors import StageFailed, UserError
+from engine.errors import RunFailed, UserError
 
 app = typer.Typer(
     name="autodidact", no_args_is_help=True, rich_markup_mode="rich",
@@ -52,7 +52,7 @@ def user_errors(traceback: bool = False) -> Iterator[None]:
     except UserError as exc:
         err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except StageFailed as exc:
+    except RunFailed as exc:
         if traceback:
             import traceback as tb
 

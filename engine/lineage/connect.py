@@ -84,7 +84,7 @@ def make_engine(url: str, *, read_only: bool = False, must_exist: bool = False) 
         connect_args: dict[str, Any] = {}
         if "connect_timeout" not in u.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
-        return create_engine(u, connect_args=connect_args, json_serializer=_json)
+        return create_engine(u, connect_args=connect_args, json_serializer=_json, pool_pre_ping=True)
     raise StoreError(f"unsupported lineage database {backend!r} (use sqlite or postgresql): {safe_url(u)}")
 
 

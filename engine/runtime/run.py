@@ -20,13 +20,14 @@ import yaml
 
 from engine import __version__
 from engine.config import ResolvedConfig, parse_config, resolve_config
-from engine.errors import StageFailed, UserError
+from engine.errors import RunFailed, StoreFailed, UserError
 from engine.manager import PluginManager, create_plugin_manager
 from engine.records import record_namespace
 from engine.runtime.runner import Runner, StageProgress
 
 CONFIG_FILE = "config.yaml"
 STATE_FILE = "run.json"
+LOG_FILE = "run.log"
 
 
 def code_version() -> str:
@@ -160,9 +161,10 @@ def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginMan
             if on_iteration:
                 on_iteration(it, runner.summary)
     except BaseException as exc:
-        store.set_run_status(run_id, "failed")
-        _save_state(run_dir, status="failed")
-        _log_failure(run_dir, exc)
+        failure = _store_failure(exc, store)
+        _mark_failed(store, run_id, run_dir, failure or exc)
+        if failure is not None:
+            raise failure from exc
         raise
     finally:
         services.stop()
@@ -176,19 +178,47 @@ def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginMan
     return run_dir
 
 
-LOG_FILE = "run.log"
+def _store_failure(exc: BaseException, store: Any) -> StoreFailed | None:
+    """A database error or a full disk, as the one-line StoreFailed the user can act on."""
+    import errno
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from engine.lineage.connect import first_line, safe_url
+    from engine.lineage.errors import StoreError
+
+    if isinstance(exc, StoreError):  # the store's own one-line description of a database error
+        return StoreFailed(f"the lineage store failed: {exc}; fix it (free disk space, restart the "
+                           "database), then resume")
+    if isinstance(exc, SQLAlchemyError):
+        return StoreFailed(f"the lineage store failed: {first_line(exc)} ({safe_url(store.url)}); "
+                           "fix it (free disk space, restart the database), then resume")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFailed(f"no space left on the device of {exc.filename or 'the run directory'}; "
+                           "free some, then resume")
+    return None
 
 
-def _log_failure(run_dir: Path, exc: BaseException) -> None:
-    """Append the failure's traceback to the run's log file; a StageFailed learns the run dir."""
+def _mark_failed(store: Any, run_id: str, run_dir: Path, exc: BaseException) -> None:
+    """Mark the run failed in the store and run.json, and append the traceback to run.log: each
+    as far as it goes (the store or the disk may be what failed; the first error is the one shown)."""
     import traceback
 
-    if isinstance(exc, StageFailed):
+    if isinstance(exc, RunFailed):
         exc.run_dir = str(run_dir)
-    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    with open(run_dir / LOG_FILE, "a") as log:
-        log.write(f"--- {stamp} run failed: {type(exc).__name__}: {exc}\n")
-        log.write("".join(traceback.format_exception(exc)))
+    def log() -> None:
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        with open(run_dir / LOG_FILE, "a") as fh:
+            fh.write(f"--- {stamp} run failed: {type(exc).__name__}: {exc}\n")
+            fh.write("".join(traceback.format_exception(exc.__cause__ or exc)))
+
+    steps: list[Callable[[], object]] = [lambda: store.set_run_status(run_id, "failed"),
+                                         lambda: _save_state(run_dir, status="failed"), log]
+    for step in steps:
+        try:
+            step()
+        except Exception:  # noqa: BLE001,S112 - best effort: the original error is what matters
+            continue
 
 
 def _evaluate(runner: Runner, resolved: ResolvedConfig) -> None:
