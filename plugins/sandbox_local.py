@@ -97,6 +97,13 @@ class RlimitSandbox(_PooledSandbox[RlimitOptions]):
 
     name = "rlimit"
 
+    @classmethod
+    def preflight(cls, options: RlimitOptions) -> list[str]:
+        from sandbox.rlimit import REFUSAL, probe
+
+        why = None if options.allow_unsafe else probe()
+        return [] if why is None else [REFUSAL.format(why=" ".join(why.split()))]
+
     def __init__(self, options: RlimitOptions | None = None, context: StageContext | None = None) -> None:
         super().__init__(options, context)
         import warnings

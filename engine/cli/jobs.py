@@ -43,11 +43,12 @@ def submit(config: ConfigArg, overrides: OverridesArg = None, address: AddressOp
         plan = plan_submission(config, overrides or [])
         url = submit_job(plan, address)
     flag = f" --address {url}" if address else ""
-    out.print(f"[bold green]submitted[/bold green] {plan.submission_id} to {url}\n"
+    out.print("[bold green]submitted[/bold green] " + escape(
+              f"{plan.submission_id} to {url}\n"
               f"  runs in: {plan.output_dir}/<run id>\n"
               f"  follow:  autodidact logs {plan.submission_id} --follow{flag}\n"
               f"  list:    autodidact runs{' --address ' + url}\n"
-              f"  stop:    autodidact stop {plan.submission_id}{flag}", highlight=False, soft_wrap=True)
+              f"  stop:    autodidact stop {plan.submission_id}{flag}"), highlight=False, soft_wrap=True)
     if follow:
         _follow(plan.submission_id, address)
 
@@ -80,7 +81,7 @@ def _follow(job: str, address: str | None) -> None:
             status = follow_logs(address, job, write)
         except KeyboardInterrupt:
             err.print(f"stopped following; the job goes on (autodidact stop {job} stops it)",
-                      highlight=False, soft_wrap=True)
+                      highlight=False, soft_wrap=True, markup=False)
             raise typer.Exit(130) from None
     colour = "green" if status == "SUCCEEDED" else "red"
     err.print(f"job {escape(job)}: [{colour}]{status}[/{colour}]", highlight=False)
@@ -96,7 +97,7 @@ def stop(job: JobArg, address: AddressOpt = None) -> None:
     with user_errors():
         stopping, status = stop_job(address, job)
     out.print(f"stopping {job}" if stopping else f"{job} is {status}: nothing to stop",
-              highlight=False, soft_wrap=True)
+              highlight=False, soft_wrap=True, markup=False)
 
 
 def cluster_runs(address: str) -> None:
@@ -115,7 +116,8 @@ def cluster_runs(address: str) -> None:
     colours = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow", "RUNNING": "cyan"}
     for row in rows:
         colour = colours.get(row.status, "white")
-        table.add_row(row.job_id, f"[{colour}]{row.status}[/{colour}]", row.started, escape(row.config))
+        table.add_row(escape(row.job_id), f"[{colour}]{escape(row.status)}[/{colour}]", escape(row.started),
+                      escape(row.config))
     out.print(table)
 
 

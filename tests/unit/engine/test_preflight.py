@@ -96,3 +96,14 @@ def test_a_backend_that_is_not_importable_names_the_extra(tmp_path: Path,
     _assert_both(_cli(tmp_path, BASE, "sampler.name=openai", "sampler.options.base_url=http://127.0.0.1:9/v1"),
                  "sampler: the 'openai' sampler needs the 'httpx' package",
                  "pip install 'autodidact[openai]'")
+
+
+def test_rlimit_sandbox_where_unshare_cannot_contain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sandbox.rlimit
+
+    monkeypatch.setattr(sandbox.rlimit, "probe", lambda disk_mb=8: "unshare: operation not permitted")
+    _assert_both(_cli(tmp_path, BASE + "sandbox: {name: rlimit}\n"),
+                 "sandbox: sandbox 'rlimit' cannot contain jobs with unshare here", "allow_unsafe: true")
+    path = tmp_path / "cfg.yaml"
+    result = CliRunner().invoke(app, ["validate", str(path), "sandbox.options.allow_unsafe=true"])
+    assert result.exit_code == 0, result.output
