@@ -86,6 +86,9 @@ class LoopConfig(BaseModel):
     iterations: int = Field(1, ge=1, le=1000)
     model: ModelConfig = ModelConfig()
     sampler: StageRef = StageRef(name="transformers")
+    samplers: dict[str, StageRef] = Field(
+        default_factory=dict, description="named samplers besides the policy's (`sampler`), e.g. "
+        "teacher: {name: openai, options: {...}}; an LLM stage picks one with its `sampler` option")
     stages: dict[str, StageRef | None] = Field(
         default_factory=dict, description="role -> stage; null leaves an optional role unbound")
     data: DataConfig = DataConfig()
@@ -102,7 +105,7 @@ class LoopConfig(BaseModel):
     _refs = field_validator("loop", "sampler", "sandbox", "trainer", mode="before")(
         classmethod(lambda cls, v: _as_ref(v)))
 
-    @field_validator("stages", "trainers", mode="before")
+    @field_validator("stages", "trainers", "samplers", mode="before")
     @classmethod
     def _stage_refs(cls, v: Any) -> Any:
         return {k: _as_ref(x) for k, x in v.items()} if isinstance(v, dict) else v
@@ -137,6 +140,7 @@ class ResolvedConfig:
     evaluators: list[ResolvedStage]
     source: str = "config"
     trainers: dict[str, ResolvedStage] = field(default_factory=dict)
+    samplers: dict[str, ResolvedStage] = field(default_factory=dict)  # named, besides the policy's
 
     def trainer_for(self, role: str) -> ResolvedStage | None:
         """The trainer of an adapter role: ``trainers[role]``, else ``trainer``."""
@@ -177,7 +181,7 @@ def resolve_config(cfg: LoopConfig, pm: PluginManager, node: yaml.Node | None = 
     """Bind every stage in the config to its registered class and validate its options (unknown
     keys refused for every stage); refuse a role binding whose record kinds do not fit the role,
     and a trainer that cannot take what the loop trains its adapter role on."""
-    from engine.contracts import Role, role_mismatch, validate_options
+    from engine.contracts import POLICY_SAMPLER, Role, role_mismatch, validate_options
     from engine.manager import unknown_name_message
 
     problems: list[tuple[str, str]] = []
@@ -208,6 +212,11 @@ def resolve_config(cfg: LoopConfig, pm: PluginManager, node: yaml.Node | None = 
             problems.append((f"{path}.replicas", "replicas applies only to the sampler and the sandbox"))
     loop = bind("loop", cfg.loop, ("loop",))
     sampler = bind("sampler", cfg.sampler, ("sampler",))
+    named = {name: bind("sampler", ref, ("samplers", name)) for name, ref in cfg.samplers.items()}
+    for name in cfg.samplers:
+        if name == POLICY_SAMPLER or not name.isidentifier():
+            problems.append((f"samplers.{name}", f"a sampler name must be a word other than "
+                                                 f"{POLICY_SAMPLER!r} (the policy's is `sampler`)"))
     stages: dict[str, ResolvedStage] = {}
     trainer = bind("trainer", cfg.trainer, ("trainer",)) if cfg.trainer else None
     trainers = {role: bind("trainer", ref, ("trainers", role)) for role, ref in cfg.trainers.items()}
@@ -239,19 +248,26 @@ def resolve_config(cfg: LoopConfig, pm: PluginManager, node: yaml.Node | None = 
                                           classes))
     sandbox = bind("sandbox", cfg.sandbox, ("sandbox",)) if cfg.sandbox else None
     evaluators = [bind("evaluator", ref, ("evaluators", i)) for i, ref in enumerate(cfg.evaluators)]
+    names = {POLICY_SAMPLER, *cfg.samplers}
+    for bound in [*stages.values(), *(e for e in evaluators if e is not None)]:
+        asked = getattr(bound.options, "sampler", None)
+        if isinstance(asked, str) and asked not in names:
+            problems.append((f"{bound.path}.options.sampler",
+                             unknown_name_message("sampler", asked, sorted(names))))
     if problems:
         raise ConfigError(problems, source)
     assert loop is not None and sampler is not None
     return ResolvedConfig(cfg, loop, sampler, stages, sandbox, trainer,
                           [e for e in evaluators if e is not None], source,
-                          {r: t for r, t in trainers.items() if t is not None})
+                          {r: t for r, t in trainers.items() if t is not None},
+                          {n: s for n, s in named.items() if s is not None})
 
 
 MISSING: Any = object()
 
 
 def _refs_without_replicas(cfg: LoopConfig) -> list[tuple[str, StageRef]]:
-    """Every stage reference but the sampler and the sandbox, with its YAML path."""
+    """Every stage reference but the samplers and the sandbox, with its YAML path."""
     refs = [("loop", cfg.loop)] + [(f"stages.{r}", ref) for r, ref in cfg.stages.items() if ref]
     refs += [("trainer", cfg.trainer)] if cfg.trainer else []
     refs += [(f"trainers.{r}", ref) for r, ref in cfg.trainers.items()]

@@ -63,11 +63,17 @@ class Resources(BaseModel):
     num_gpus: float = 0.0
 
 
+POLICY_SAMPLER = "policy"
+"""The name of a run's default sampler: the one that serves the model being trained."""
+
+
 @dataclass
 class StageContext:
     """What a stage may use while it runs. Built by the runtime (``build_stage``); stages never build it.
 
-    ``sampler`` is the run's sampler (possibly a remote handle), ``sandbox`` the run's sandbox,
+    ``sampler`` is the run's policy sampler (possibly a remote handle), ``samplers`` every named
+    sampler of the run by name (``policy`` among them; a stage picks one with its ``sampler``
+    option), ``sandbox`` the run's sandbox,
     ``adapters`` maps role names to LoRA adapter paths of the current model version, ``plugins``
     the plugin manager (stages build helper stages with :meth:`make_stage` and resolve models with
     :meth:`resolve_model`; None in a process that has none, where both build a fresh manager),
@@ -79,6 +85,7 @@ class StageContext:
     model_name: str = ""
     run_dir: Path | None = None
     sampler: Sampler | None = None
+    samplers: dict[str, Sampler] = field(default_factory=dict)
     sandbox: Any = None
     model_version: str | None = None
     adapters: dict[str, str] = field(default_factory=dict)
@@ -87,7 +94,13 @@ class StageContext:
     emitted: list[Record] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def require_sampler(self, stage: str) -> Sampler:
+    def require_sampler(self, stage: str, name: str | None = None) -> Sampler:
+        """The sampler named ``name`` (None or ``policy``: the run's policy sampler)."""
+        if name is not None and name != POLICY_SAMPLER:
+            if name not in self.samplers:
+                raise RuntimeError(f"stage {stage!r} asks for sampler {name!r}, but the run's samplers are "
+                                   f"{', '.join(sorted({POLICY_SAMPLER, *self.samplers}))}")
+            return self.samplers[name]
         if self.sampler is None:
             raise RuntimeError(f"stage {stage!r} needs a sampler but the run has none")
         return self.sampler

@@ -172,7 +172,7 @@ def drive(stage: Stage[Any], states: Sequence[S], opts: SamplingOptions, *, done
     ``opts``' settings and adapter, seed offset ``seed(step)``) and ``advance(live, results, step)``
     takes the results in chat order. ``advance`` must bring every state closer to done. Returns
     the number of steps."""
-    sampler = stage.context.require_sampler(stage.name)
+    sampler = stage.context.require_sampler(stage.name, opts.sampler)
     step = 0
     while live := [s for s in states if not done(s)]:
         asked = chats(live, step)

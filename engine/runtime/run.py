@@ -138,6 +138,7 @@ def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginMan
     try:
         services = Services.start(resolved, run_dir, pm)
         runner = Runner(run_id, run_dir, resolved, pm, store, sampler=services.sampler,
+                        samplers=services.samplers,
                         sandbox=services.sandbox, progress=progress or StageProgress(),
                         make_room=services.lend)
         loop = runner.instantiate(resolved.loop, "loop")

@@ -55,6 +55,7 @@ class Runner:
     store: LineageStore
     sampler: Any = None
     sandbox: Any = None
+    samplers: dict[str, Any] = field(default_factory=dict)  # named samplers besides the policy's
     progress: StageProgress = field(default_factory=StageProgress)
     iteration: int = 0
     model_version: str | None = None
@@ -76,6 +77,7 @@ class Runner:
         cfg = self.resolved.config
         return StageContext(seed=cfg.seed * 1000 + self.iteration, iteration=self.iteration,
                             model_name=cfg.model.name, run_dir=self.run_dir, sampler=self.sampler,
+                            samplers=dict(self.samplers),
                             sandbox=self.sandbox, model_version=self.model_version,
                             adapters=dict(self.adapters), plugins=self.pm)
 

@@ -23,7 +23,7 @@ from engine.sampling.protocol import Sampler, SampleRequest, SampleResult
 CACHE_FILE = "sample-cache.sqlite"
 SCHEMA = """CREATE TABLE IF NOT EXISTS samples (
   key TEXT PRIMARY KEY, model_version TEXT NOT NULL, request TEXT NOT NULL, result TEXT NOT NULL,
-  created REAL NOT NULL)"""
+  created REAL NOT NULL, sampler TEXT NOT NULL DEFAULT 'policy')"""
 
 
 def request_key(model_version: str, request: SampleRequest) -> str:
@@ -58,6 +58,9 @@ class SampleCache:
         with self._conn() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(samples)")}
+            if "sampler" not in columns:  # a cache written before samplers had names
+                conn.execute("ALTER TABLE samples ADD COLUMN sampler TEXT NOT NULL DEFAULT 'policy'")
 
     @classmethod
     def in_run_dir(cls, run_dir: Path | str) -> SampleCache:
@@ -82,12 +85,15 @@ class SampleCache:
             found.update((k, SampleResult.model_validate_json(r)) for k, r in rows)
         return found
 
-    def put_many(self, items: Iterable[tuple[str, SampleRequest, SampleResult]]) -> None:
+    def put_many(self, items: Iterable[tuple[str, SampleRequest, SampleResult]],
+                 sampler: str = "policy") -> None:
+        """Store results under their keys; ``sampler`` is the name of the run's sampler that made them."""
         now = time.time()
         rows = [(k, res.model_version or "", req.model_dump_json(), res.model_dump_json(exclude={"cached"}),
-                 now) for k, req, res in items]
+                 now, sampler) for k, req, res in items]
         with self._conn() as conn:
-            conn.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?)", rows)
+            conn.executemany("INSERT OR REPLACE INTO samples (key, model_version, request, result, created, "
+                             "sampler) VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM samples").fetchone()[0])
@@ -106,9 +112,10 @@ class CachedSampler:
     treat it as the sampler it wraps. ``hits`` and ``misses`` count requests.
     """
 
-    def __init__(self, backend: Sampler, cache: SampleCache) -> None:
+    def __init__(self, backend: Sampler, cache: SampleCache, name: str = "policy") -> None:
         self.backend = backend
         self.cache = cache
+        self.sampler_name = name  # which of the run's named samplers this is (cache rows record it)
         self.hits = 0
         self.misses = 0
 
@@ -131,7 +138,8 @@ class CachedSampler:
             if len(answers) != len(todo):
                 raise RuntimeError(f"sampler {self.backend.name!r} answered {len(answers)} of "
                                    f"{len(todo)} requests")
-            self.cache.put_many((k, req, res) for (k, req), res in zip(todo.items(), answers, strict=True))
+            self.cache.put_many(((k, req, res) for (k, req), res in zip(todo.items(), answers, strict=True)),
+                                self.sampler_name)
             fresh = dict(zip(todo, answers, strict=True))
         else:
             fresh = {}

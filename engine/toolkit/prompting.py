@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.contracts import Messages, StageContext
+from engine.contracts import POLICY_SAMPLER, Messages, StageContext
 from engine.sampling.protocol import SampleRequest, SampleResult
 
 
@@ -33,6 +33,8 @@ class SamplingOptions(BaseModel):
     template: str | None = Field(None, description="path of a prompt template file")
     adapter_role: str | None = Field("policy", description="sample from the current adapter of this "
                                      "role (the trainer's default role is 'policy'); null: the base")
+    sampler: str | None = Field(None, description="the named sampler (config `samplers`) this stage "
+                                "asks, e.g. teacher; null: the policy's. Adapters apply to the policy's only")
     prefix: str = Field("", description="start every answer with this text (the model continues it; "
                                         "the text is kept), e.g. 'Final judgement:' for a small judge")
 
@@ -72,7 +74,7 @@ def sample_chats(context: StageContext, stage: str, chats: Sequence[Messages], o
     ``opts.adapter_role`` in the run's current model version (None: the base model). Returns
     (texts, model version) per chat, in input order.
     """
-    sampler = context.require_sampler(stage)
+    sampler = context.require_sampler(stage, opts.sampler)
     requests = chat_requests(context, chats, opts, n=n, seed_offset=seed_offset, max_tokens=max_tokens,
                              stop=stop)
     results = sampler.sample(requests)
@@ -93,7 +95,8 @@ def chat_requests(context: StageContext, chats: Sequence[Messages], opts: Sampli
     """The sampler requests :func:`sample_chats` sends: one per chat, with ``opts``' settings, the
     run's seed and the adapter of ``opts.adapter_role`` (for code that needs the raw results:
     token ids and log-probabilities with ``logprobs``)."""
-    adapter = context.adapters.get(opts.adapter_role) if opts.adapter_role else None
+    policy = opts.sampler in (None, POLICY_SAMPLER)  # a teacher serves its own model, untrained here
+    adapter = context.adapters.get(opts.adapter_role) if opts.adapter_role and policy else None
     return [SampleRequest.chat(list(msgs), n=n or opts.n, temperature=opts.temperature, top_p=opts.top_p,
                                repetition_penalty=opts.repetition_penalty,
                                max_tokens=max_tokens or opts.max_tokens, stop=tuple(stop),

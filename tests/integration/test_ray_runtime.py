@@ -135,3 +135,27 @@ def test_node_removed_mid_iteration_loses_nothing(tmp_path: Path) -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_named_samplers_each_get_their_own_actor_pool(tmp_path: Path) -> None:
+    """On Ray, a teacher sampler beside the policy's is its own pool of actors; the stage that
+    names it is answered by it, the others by the policy's."""
+    import json
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    result = CliRunner().invoke(app, [
+        "run", str(CONFIG), "iterations=1", f"output_dir={tmp_path}", "samplers.teacher.name=scripted",
+        "samplers.teacher.options.responses=['Teacher answer.']", "samplers.teacher.options.delay_s=0.2",
+        "stages.respond.options.sampler=teacher"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    with sqlite3.connect(run_dir / "sample-cache.sqlite") as db:
+        rows = db.execute("SELECT sampler, result FROM samples").fetchall()
+    teacher = [r for s, r in rows if s == "teacher"]
+    assert teacher and all("Teacher answer." in r for r in teacher)
+    assert any(s == "policy" for s, _ in rows)
