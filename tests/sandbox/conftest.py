@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 
 from sandbox.bubblewrap import BubblewrapPool, probe
@@ -32,3 +34,24 @@ def run(pool):
         return result
 
     return go
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, Callable[[], None]]]:
+    """A TCP listener on 127.0.0.1: (its port, ``assert_untouched()``, which checks that no
+    connection reached it)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.2)
+
+    def assert_untouched() -> None:
+        with pytest.raises(TimeoutError):
+            server.accept()
+
+    try:
+        yield server.getsockname()[1], assert_untouched
+    finally:
+        server.close()

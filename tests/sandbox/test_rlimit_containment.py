@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -69,22 +68,14 @@ def test_write_to_host_directories(run, where):
         assert r.status == "error" and "Read-only file system" in r.detail, r
 
 
-def test_connect_to_a_loopback_listener(run):
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(0.2)
-    port = server.getsockname()[1]
-    try:
-        r = run("import socket\nok = []\n"
-                f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n"
-                "    ok.append('tcp')\nexcept OSError:\n    pass\n",
-                tests="assert 'tcp' in ok")
-        assert r.status == "failed" and len(r.failed_tests) == 1, r
-        with pytest.raises(TimeoutError):
-            server.accept()
-    finally:
-        server.close()
+def test_connect_to_a_loopback_listener(run, listener):
+    port, assert_untouched = listener
+    r = run("import socket\nok = []\n"
+            f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n"
+            "    ok.append('tcp')\nexcept OSError:\n    pass\n",
+            tests="assert 'tcp' in ok")
+    assert r.status == "failed" and len(r.failed_tests) == 1, r
+    assert_untouched()
 
 
 def marker() -> tuple[int, int]:

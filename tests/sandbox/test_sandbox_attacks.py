@@ -4,7 +4,6 @@ passing job afterwards), the result is not ``passed``, and the host is untouched
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from pathlib import Path
 
@@ -98,24 +97,16 @@ def test_read_environment_secrets(monkeypatch):
         assert pool.execute([Job(program="x = 1", tests="assert x == 1")])[0].passed
 
 
-def test_network_loopback_and_dns(run):
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(0.2)
-    port = server.getsockname()[1]
-    try:
-        r = run("import socket\nok = []\n"
-                f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1); ok.append('tcp')\n"
-                "except OSError:\n    pass\n"
-                "try:\n    socket.getaddrinfo('pypi.org', 443); ok.append('dns')\n"
-                "except OSError:\n    pass\n",
-                tests="assert 'tcp' in ok\nassert 'dns' in ok")
-        assert r.status == "failed" and len(r.failed_tests) == 2
-        with pytest.raises(TimeoutError):
-            server.accept()
-    finally:
-        server.close()
+def test_network_loopback_and_dns(run, listener):
+    port, assert_untouched = listener
+    r = run("import socket\nok = []\n"
+            f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1); ok.append('tcp')\n"
+            "except OSError:\n    pass\n"
+            "try:\n    socket.getaddrinfo('pypi.org', 443); ok.append('dns')\n"
+            "except OSError:\n    pass\n",
+            tests="assert 'tcp' in ok\nassert 'dns' in ok")
+    assert r.status == "failed" and len(r.failed_tests) == 2
+    assert_untouched()
 
 
 def test_kill_the_parent(run):
