@@ -199,9 +199,10 @@ def test_repetition_penalty_matches_transformers_generate(sampler: TransformersS
     [alone] = sampler.sample([plain])
     assert both[0].completions[0].text == alone.completions[0].text
     ids = sampler._prompt_ids(penalized)
-    with torch.inference_mode():
-        ref = sampler.model.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False,
-                                     repetition_penalty=1.5, pad_token_id=sampler.pad_id)
+    module, adapters_off = sampler._model_for(None)  # the base model, with any loaded LoRA adapter off
+    with torch.inference_mode(), adapters_off:
+        ref = module.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False,
+                              repetition_penalty=1.5, pad_token_id=sampler.pad_id)
     expected = sampler.tokenizer.decode(ref[0, len(ids):], skip_special_tokens=True)
     assert both[1].completions[0].text == expected
     assert both[1].completions[0].text != both[0].completions[0].text

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from engine import hookimpl
 from engine.cli import app
 from engine.config import load_config
+from engine.errors import StageFailed
 from engine.lineage import queries
 from engine.lineage.store import LineageStore
 from engine.manager import create_plugin_manager
@@ -120,7 +121,7 @@ def test_error_policy_per_stage(tmp_path: Path, policy: str) -> None:
                  "sampler.options.responses=[fine, this ignores the task]"]
     resolved = load_config(CONFIG, overrides, pm)
     if policy == "fail":
-        with pytest.raises(ValueError, match="cannot judge"):
+        with pytest.raises(StageFailed, match="ValueError: cannot judge"):
             start_run(resolved, pm)
         return
     run_dir = start_run(resolved, pm)
