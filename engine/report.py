@@ -2,7 +2,8 @@
 
 What it is: ``iteration_table`` (one row per iteration: records out of each role, then each
 metric), ``paired_lines`` (each iteration against the base model item by item where an evaluator
-kept per-item results: McNemar on outcomes, a paired permutation test on length ratios) and
+kept per-item results: McNemar on outcomes and on per-item correctness, a paired permutation
+test on length ratios; a ``+refine`` metric is compared with its own base) and
 ``plot_report`` (``metrics.png``: each metric across iterations, iteration 0 being the base model;
 ``funnel.png``: records out of each role per iteration, as grouped bars; ``loss.png``: the
 training loss per optimizer step, one line per iteration and adapter role; ``length.png``: written
@@ -21,6 +22,8 @@ from typing import Any
 
 from engine.lineage import queries
 
+REFINED = "+refine"
+"""The suffix of a metric scored after refinement at inference (engine.toolkit.refining.SUFFIX)."""
 Curves = dict[tuple[int, str], list[tuple[int, float]]]
 """(iteration, adapter role) -> [(step, value)]."""
 
@@ -40,21 +43,29 @@ def iteration_table(store: Any, run_id: str) -> tuple[list[str], list[list[Any]]
     return ["iteration", *roles, *names], rows
 
 
-def _details_by_iteration(store: Any, run_id: str, key: str) -> dict[str, dict[int, Any]]:
-    """``details[key]`` of each evaluator's metrics, per iteration: {evaluator/metric prefix: {it: value}}."""
+def _details_by_iteration(store: Any, run_id: str, key: str,
+                          by_metric: bool = False) -> dict[str, dict[int, Any]]:
+    """``details[key]`` of each evaluator's metrics, per iteration: {name: {it: value}}, the name being
+    evaluator/metric with ``by_metric``, else evaluator/metric prefix (plus ``+refine`` for metrics
+    scored after refinement at inference, engine.toolkit.refining, so they keep their own items)."""
     kept: dict[str, dict[int, Any]] = {}
     for m in queries.metric_details(store, run_id):
         details = m["details"] if isinstance(m["details"], dict) else json.loads(m["details"] or "{}")
         if details.get(key):
-            prefix = m["metric"].rsplit("/", 1)[0] if "/" in m["metric"] else ""
-            kept.setdefault(f"{m['evaluator']}/{prefix}".rstrip("/"), {})[m["iteration"]] = details[key]
+            metric = m["metric"]
+            prefix = metric if by_metric else metric.rsplit("/", 1)[0] if "/" in metric else ""
+            name = f"{m['evaluator']}/{prefix}".rstrip("/")
+            if not by_metric and metric.endswith(REFINED):
+                name += REFINED
+            kept.setdefault(name, {})[m["iteration"]] = details[key]
     return kept
 
 
 def paired_lines(store: Any, run_id: str) -> list[str]:
     """Each later iteration against iteration 0 (the base model), item by item: for evaluators that
     kept per-item outcomes (``details["outcomes"]``, [r1, r2] per item) the exact McNemar test on
-    attempt 1 and on attempt 2; for those that kept written and requested lengths
+    attempt 1 and on attempt 2; for metrics that kept each item's 0/1 (``details["item_correct"]``)
+    the exact McNemar test on them; for those that kept written and requested lengths
     (``details["items"]``, [requested, written, ...] per prompt) the paired permutation test on
     each prompt's log(written / requested) (engine.toolkit.stats)."""
     from engine.toolkit.stats import mcnemar, paired_permutation
@@ -71,6 +82,14 @@ def paired_lines(store: Any, run_id: str) -> list[str]:
                 lines.append(f"{name} attempt {attempt + 1}, iteration {it} vs base: {sum(b)}/{len(b)} "
                              f"against {sum(a)}/{len(a)}; {test.b_only} gained, {test.a_only} lost: "
                              f"{test.verdict}")
+    for name, by_it in _details_by_iteration(store, run_id, "item_correct", by_metric=True).items():
+        for it in sorted(i for i in by_it if i > 0 and 0 in by_it):
+            a, b = by_it[0], by_it[it]
+            if len(a) != len(b):
+                continue
+            test = mcnemar(a, b)
+            lines.append(f"{name}, iteration {it} vs base: {sum(b)}/{len(b)} against {sum(a)}/{len(a)}; "
+                         f"{test.b_only} gained, {test.a_only} lost: {test.verdict}")
     for name, by_it in _details_by_iteration(store, run_id, "items").items():
         for it in sorted(i for i in by_it if i > 0 and 0 in by_it):
             a, b = (log_ratios(by_it[k]) for k in (0, it))
@@ -136,7 +155,7 @@ def plot_report(store: Any, run_id: str, out_dir: Path) -> list[Path]:
         ax.set_title(f"{name}: length following of {run_id}", fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, which="both")
-        suffix = "" if len(lengths) == 1 else "-" + name.replace("/", "-")
+        suffix = "" if len(lengths) == 1 else "-" + name.replace("/", "-").replace("+", "-")
         written.append(_save(fig, out_dir / f"length{suffix}.png"))
     curves = loss_curves(store, run_id)
     if curves:

@@ -10,7 +10,10 @@ code) is the candidate: when it defines the entry point it is appended to the pr
 definitions win, the prompt's imports and helpers stay), otherwise it is taken as the body that
 continues the prompt. Every candidate runs with the problem's ``check`` in the run's sandbox (or a
 default bubblewrap one) in one batch. Greedy gives ``pass@1``; with ``n`` > 0 samples per
-problem, ``pass@k-n<n>`` uses the unbiased estimator. What it is not: the official human-eval
+problem, ``pass@k-n<n>`` uses the unbiased estimator. With ``refine`` (engine.toolkit.refining:
+the model judges its greedy answers to the HumanEval prompt and rewrites those it rejects) the
+refined answers become candidates the same way and run in the same batch: ``pass@1+refine``.
+What it is not: the official human-eval
 execution harness (unsafe exec), nor a code-style judge.
 """
 
@@ -28,6 +31,7 @@ from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 from engine.toolkit.humaneval import candidate_program, check_source, load_problems
 from engine.toolkit.prompting import chat, load_template
+from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
 from engine.toolkit.sandboxing import run_jobs
 from sandbox.protocol import Job, Limits
 
@@ -50,6 +54,8 @@ class HumanEvalOptions(BaseModel):
                                    "the prefix opens a code block (the answer ends with its code)")
     adapter_role: str | None = Field("policy", description="adapter role of the model under test")
     limits: Limits = Field(default_factory=lambda: Limits(timeout_s=10.0, cpu_s=10.0, memory_mb=512))
+    refine: RefineAtInference | None = Field(None, description="also score the greedy answers after the "
+                                             "model's own critique and refinement (pass@1+refine)")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -68,7 +74,8 @@ class HumanEval(Stage[HumanEvalOptions]):
 
     @classmethod
     def preflight(cls, options: HumanEvalOptions) -> list[str]:
-        return data_problems(lambda: load_problems(options.subset, options.subset_seed))
+        return data_problems(lambda: load_problems(options.subset, options.subset_seed)) + \
+            refine_problems(options.refine)
 
     def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
         opts = self.options
@@ -88,6 +95,12 @@ class HumanEval(Stage[HumanEvalOptions]):
         self.context.progress(len(requests))
         version = model_version or next((r.model_version for r in results if r.model_version), None)
         answers = [[opts.prefix + c.text for c in r.completions] for r in results]
+        m = len(problems)
+        outcome = None
+        if opts.refine is not None:  # the greedy answers, refined, are candidates in the same batch
+            outcome = refine_answers(self.context, sampler, prompts, [a[0] if a else "" for a in answers[:m]],
+                                     opts.refine, opts.adapter_role, max_tokens=opts.max_tokens)
+            answers += [[text] for text in outcome.answers]
         jobs, owners = [], []
         for j, texts in enumerate(answers):
             problem = problems[j % len(problems)]
@@ -99,18 +112,15 @@ class HumanEval(Stage[HumanEvalOptions]):
         passed = [0] * len(answers)
         for j, res in zip(owners, outcomes, strict=True):
             passed[j] += res.passed
-        m = len(problems)
         greedy = passed[:m]
         base = {"problems": m, "subset": opts.subset, "subset_seed": opts.subset_seed,
                 "max_tokens": opts.max_tokens, "prefix": opts.prefix, "batch": len(requests),
                 "adapter": adapter}
-        out = [EvalResult(evaluator=self.name, metric="pass@1", value=sum(greedy) / m, n=m,
-                          model_version=version,
-                          details={**base, "greedy": True,
-                                   "passed": [p["task_id"] for p, ok in zip(problems, greedy, strict=True)
-                                              if ok]})]
+        out = [self.greedy_result(problems, greedy, version, base)]
+        if outcome is not None:
+            out += refined_results([self.greedy_result(problems, passed[-m:], version, base)], outcome)
         if opts.n:
-            sampled = passed[m:]
+            sampled = passed[m:2 * m]
             for k in sorted({k for k in opts.k if k <= opts.n}):
                 value = sum(pass_at_k(opts.n, c, k) for c in sampled) / m
                 out.append(EvalResult(evaluator=self.name, metric=f"pass@{k}-n{opts.n}", value=value, n=m,
@@ -118,6 +128,15 @@ class HumanEval(Stage[HumanEvalOptions]):
                                       details={**base, "samples": opts.n, "temperature": opts.temperature,
                                                "top_p": opts.top_p, "correct": sampled}))
         return out
+
+    def greedy_result(self, problems: list[dict[str, Any]], passed: list[int], version: str | None,
+                      base: dict[str, Any]) -> EvalResult:
+        m = len(problems)
+        return EvalResult(evaluator=self.name, metric="pass@1", value=sum(passed) / m, n=m,
+                          model_version=version,
+                          details={**base, "greedy": True,
+                                   "passed": [p["task_id"] for p, ok in zip(problems, passed, strict=True)
+                                              if ok]})
 
 
 @hookimpl

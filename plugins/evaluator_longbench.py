@@ -11,6 +11,9 @@ falling linearly to 0 at 4x over or 1/3 under), averaged over prompts; ``words_m
 prompt's [requested words, written words, S_l, cut] in prompt order, so two model versions can be
 compared prompt by prompt (``autodidact report``: a paired permutation test on the log length
 ratios, engine.toolkit.stats, and ``length.png``, written against requested words per iteration).
+With ``refine`` (engine.toolkit.refining: the model judges its answers and rewrites those it
+rejects) every metric is also given for the refined answers, as ``<metric>+refine`` (a refined
+answer counts as not cut: the refiner's limit is not the answer's).
 What it is not: the quality half of LongBench-Write (a judge's 6-aspect score), not measured here.
 """
 
@@ -28,6 +31,7 @@ from engine.data import data_problems, package_file, read_jsonl
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 from engine.toolkit.lengthen import count_words, length_score
+from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
 
 PACKAGE = "evalscope"
 FILES = {"en": "third_party/longbench_write/resources/longbench_write_en.jsonl",
@@ -43,6 +47,8 @@ class LongBenchWriteOptions(BaseModel):
     max_tokens: int = Field(1024, ge=1, le=65536, description="new tokens per answer")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy")
     adapter_role: str | None = Field("policy", description="adapter role of the model under test")
+    refine: RefineAtInference | None = Field(None, description="also score the answers after the model's "
+                                             "own critique and refinement (<metric>+refine)")
 
 
 def load_prompts(subset: str = "en", max_words: int = 2000, n: int | None = None,
@@ -67,7 +73,8 @@ class LongBenchWrite(Stage[LongBenchWriteOptions]):
 
     @classmethod
     def preflight(cls, options: LongBenchWriteOptions) -> list[str]:
-        return data_problems(lambda: load_prompts(options.subset, options.max_words, options.n, options.seed))
+        return data_problems(lambda: load_prompts(options.subset, options.max_words, options.n,
+                                                  options.seed)) + refine_problems(options.refine)
 
     def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
         opts = self.options
@@ -79,13 +86,25 @@ class LongBenchWrite(Stage[LongBenchWriteOptions]):
         results = sampler.sample(requests)
         self.context.progress(len(requests))
         version = model_version or next((r.model_version for r in results if r.model_version), None)
+        answers = [r.completions[0].text if r.completions else "" for r in results]
+        cut = [int(bool(r.completions and r.completions[0].finish_reason == "length")) for r in results]
+        base = {"subset": opts.subset, "max_words": opts.max_words, "prompts": len(rows),
+                "max_tokens": opts.max_tokens, "temperature": opts.temperature, "adapter": adapter}
+        out = self.scored(rows, answers, cut, version, base)
+        if opts.refine is not None:
+            outcome = refine_answers(self.context, sampler, [r["prompt"] for r in rows], answers, opts.refine,
+                                     opts.adapter_role, max_tokens=opts.max_tokens)
+            kept = [c if new == old else 0 for c, new, old in zip(cut, outcome.answers, answers, strict=True)]
+            out += refined_results(self.scored(rows, outcome.answers, kept, version, base), outcome)
+        return out
+
+    def scored(self, rows: list[dict[str, Any]], answers: list[str], cut: list[int], version: str | None,
+               base: dict[str, Any]) -> list[EvalResult]:
+        """The metrics of ``answers`` to ``rows`` (``cut``: 1 where an answer hit the token limit)."""
         items = []
-        for row, result in zip(rows, results, strict=True):
-            comp = result.completions[0] if result.completions else None
-            written = count_words(comp.text) if comp else 0
-            requested = int(row["length"])
-            items.append([requested, written, round(length_score(requested, written), 2),
-                          int(bool(comp and comp.finish_reason == "length"))])
+        for row, text, c in zip(rows, answers, cut, strict=True):
+            written, requested = count_words(text), int(row["length"])
+            items.append([requested, written, round(length_score(requested, written), 2), c])
         words = [w for _, w, _, _ in items]
         asked = [r for r, _, _, _ in items]
         values = {"S_l": statistics.fmean(s for _, _, s, _ in items),
@@ -93,9 +112,7 @@ class LongBenchWrite(Stage[LongBenchWriteOptions]):
                   "requested_median": statistics.median(asked),
                   "ratio_median": statistics.median(w / r for r, w, _, _ in items),
                   "hit_token_limit": statistics.fmean(c for _, _, _, c in items)}
-        details = {"subset": opts.subset, "max_words": opts.max_words, "prompts": len(items),
-                   "max_tokens": opts.max_tokens, "temperature": opts.temperature, "adapter": adapter,
-                   "items": items, "columns": ["requested", "written", "S_l", "cut"]}
+        details = {**base, "items": items, "columns": ["requested", "written", "S_l", "cut"]}
         return [EvalResult(evaluator=self.name, metric=metric, value=float(value), n=len(items),
                            model_version=version, details=details) for metric, value in values.items()]
 

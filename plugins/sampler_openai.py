@@ -6,7 +6,9 @@ with exponential backoff on connection errors, 408/409/429 and 5xx (honouring ``
 An adapter is sent as the served model name (``adapters`` maps adapter paths to served names).
 What it is not: a server or a client for anything beyond those two endpoints; the server's own
 batching does the heavy lifting. Per-completion token counts for n > 1 come from log-probs when
-asked for them, else from the usage total split evenly.
+asked for them, else from the usage total split evenly. A reply that breaks the wire format (not
+JSON, no ``choices``, a content that is not a string) raises SamplerRequestError naming what was
+wrong, without retrying.
 """
 
 from __future__ import annotations
@@ -135,7 +137,12 @@ class OpenAISampler(Stage[OpenAIOptions]):
                     raise SamplerRequestError(msg) from exc
             else:
                 if resp.status_code < 300:
-                    out: dict[str, Any] = resp.json()
+                    try:
+                        out = resp.json()
+                    except ValueError:  # not JSON (or not UTF-8): not worth a retry
+                        raise self._malformed(path, f"not JSON: {resp.text[:80]!r}") from None
+                    if not isinstance(out, dict):
+                        raise self._malformed(path, f"a JSON {type(out).__name__}, not an object")
                     return out
                 if resp.status_code not in RETRY_STATUS or last:
                     raise SamplerRequestError(f"{self.options.base_url}{path}: HTTP {resp.status_code}: "
@@ -147,22 +154,49 @@ class OpenAISampler(Stage[OpenAIOptions]):
             delay *= 2
         raise AssertionError("unreachable")
 
+    def _malformed(self, path: str, problem: str) -> SamplerRequestError:
+        return SamplerRequestError(f"{self.options.base_url}{path}: malformed reply: {problem}")
+
     def _one(self, req: SampleRequest) -> SampleResult:
         path, body = self._body(req)
         data = self._post(path, body)
-        choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
+        try:
+            return self._parse(req, data)
+        except SamplerRequestError as exc:
+            raise self._malformed(path, str(exc)) from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # ValueError: pydantic's too
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise self._malformed(path, f"{type(exc).__name__}: {first}") from None
+
+    def _parse(self, req: SampleRequest, data: dict[str, Any]) -> SampleResult:
+        """The result of one reply; a reply that breaks the wire format raises (``_one`` names it)."""
+        choices = data.get("choices")
+        if "choices" not in data:
+            raise SamplerRequestError(f"no 'choices' in the reply: {str(data)[:80]}")
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise SamplerRequestError(f"'choices' is not a list of objects: {str(choices)[:80]}")
+        if not choices:
+            raise SamplerRequestError(f"no choices (n={req.params.n})")
+        choices = sorted(choices, key=lambda c: c.get("index", 0))
         usage = data.get("usage") or {}
         each = int(usage.get("completion_tokens", 0)) // max(1, len(choices))
         comps = []
         for ch in choices:
             if "message" in ch:
-                text = (ch["message"] or {}).get("content") or ""
+                if not isinstance(ch["message"] or {}, dict):
+                    raise SamplerRequestError(f"choice {ch.get('index', 0)}: 'message' is not an object")
+                text = (ch["message"] or {}).get("content")
                 lp_items = ((ch.get("logprobs") or {}).get("content")) or []
                 lps = [float(x["logprob"]) for x in lp_items] if lp_items else None
             else:
-                text = ch.get("text") or ""
+                text = ch.get("text")
                 raw = (ch.get("logprobs") or {}).get("token_logprobs")
                 lps = [float(x) for x in raw if x is not None] if raw else None
+            text = "" if text is None else text  # null content (e.g. a tool call): no text
+            if not isinstance(text, str):
+                where = "message.content" if "message" in ch else "text"
+                raise SamplerRequestError(f"choice {ch.get('index', 0)}: {where} is not a string "
+                                          f"({type(text).__name__})")
             tokens = len(lps) if lps is not None and len(choices) > 1 else each
             comps.append(Completion(text=text, tokens=tokens, finish_reason=ch.get("finish_reason"),
                                     logprobs=lps if req.params.logprobs else None))

@@ -64,6 +64,9 @@ class SFTTrainerStage(LoraTrainer[SFTOptions]):
                          completion_only_loss=opts.completion_only_loss, packing=False)
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer)
+        if len(trainer.train_dataset) == 0:  # TRL drops examples left without completion tokens
+            raise ValueError(f"none of the {len(rows)} examples has a completion token within "
+                             f"max_length={opts.max_length} tokens; raise the trainer's max_length")
         return self.run_trl(trainer)
 
 

@@ -234,8 +234,10 @@ def _mount() -> None:
     from engine.cli.jobs import register as register_jobs
     from engine.cli.loops import app as loops_app
     from engine.cli.plugins import app as plugins_app
+    from engine.cli.serve import register as register_serve
 
     register_jobs(app)  # submit, logs, stop: runs as Ray jobs
+    register_serve(app)  # serve: a sampler behind an OpenAI-compatible endpoint
     app.add_typer(plugins_app, name="plugins")
     app.add_typer(loops_app, name="loops")
     try:

@@ -39,14 +39,18 @@ def prompts(tmp_path: Path) -> str:
 
 def test_run_loop_self_with_a_script_function(run_loop: Callable[..., Any], prompts: str) -> None:
     result = run_loop({"loop": "self", "iterations": 2, "data": {"source": prompts},
-                       "stages": {"respond": {"options": {"n": 2}}, "judge": {"options": {"votes": 1}}}},
+                       "stages": {"respond": {"options": {"n": 2}}, "judge": {"options": {"votes": 1}},
+                                  "teacher_feedback": {"options": {"votes": 1}},
+                                  "teacher_refine": {"options": {"max_tokens": 384}}}},
                       script=script)
     assert result.state["status"] == "finished" and result.state["iterations_done"] == 2
     assert (result.run_dir / "lineage.sqlite").is_file()
     assert result.funnel(1) == {"prompts": 3, "respond": 6, "judge": 6, "failing": 3, "refine": 3,
-                                "judge:refined": 3, "passing": 3, "passing:originals": 3, "examples": 9}
+                                "judge:refined": 3, "passing": 3, "passing:originals": 3, "examples": 6,
+                                "teacher_feedback:meta": 6, "teacher_refine:meta": 3,
+                                "teacher_feedback:meta-refined": 3, "meta-skill": 3}
     assert result.funnel(2) == result.funnel(1)
-    refined = result.records("refinement", 1)
+    refined = result.records("refinement", 1)  # the teacher (the model, same options) makes the same ones
     assert len(refined) == 3 and all(isinstance(r, Refinement) for r in refined)
     assert {r.text for r in refined} == {"bad answer fixed"}
     examples = result.records("training_example", 1)

@@ -18,7 +18,7 @@ CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo-scripted.yaml"
 
 def test_loop_records_the_trained_version(tiny_model: str, tmp_path: Path) -> None:
     overrides = [f"output_dir={tmp_path}", "runtime.ray=false", f"model.name={tiny_model}",
-                 "trainer.name=sft", "trainer.options.max_steps=1", "trainer.options.max_length=64",
+                 "trainer.name=sft", "trainer.options.max_steps=1", "trainer.options.max_length=128",
                  "trainer.options.batch_size=2"]
     run_dir = start_run(load_config(CONFIG, overrides), create_plugin_manager(entry_points=False))
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"

@@ -50,6 +50,13 @@ def test_quiet_by_default(tiny_model: str, tmp_path: Path, capfd: pytest.Capture
     assert "train_loss" not in out and "%|" not in err and "it/s" not in err
 
 
+def test_sft_says_when_truncation_leaves_nothing_to_learn(tiny_model: str, tmp_path: Path) -> None:
+    long = [TrainingExample(messages=[{"role": "user", "content": "word " * 200},
+                                      {"role": "assistant", "content": "ok"}])]
+    with pytest.raises(ValueError, match="none of the 1 examples has a completion token within max_len"):
+        sft(max_length=32).train(long, base_version(tiny_model), str(tmp_path / "t"))
+
+
 @pytest.mark.parametrize("reference", ["previous", "base"])
 def test_dpo_with_sft_term(tiny_model: str, tmp_path: Path, reference: str) -> None:
     pairs = [PreferencePair(prompt=f"What is {i} + {i}?", chosen=f"{2 * i}.", rejected=f"{2 * i + 1}.")
