@@ -26,6 +26,7 @@ from engine.contracts import Resources, Stage, StageContext
 from engine.sampling.errors import BackendMissingError, SamplerRequestError
 from engine.sampling.protocol import Completion, SampleRequest, SampleResult
 from engine.sampling.resolver import DEFAULT_MODEL, model_version
+from engine.sampling.wire import CHAT_PATH, COMPLETIONS_PATH
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -116,11 +117,11 @@ class OpenAISampler(Stage[OpenAIOptions]):
                 body.update(req.chat_template_kwargs())
             if p.logprobs:
                 body["logprobs"] = True
-            return "/chat/completions", body
+            return CHAT_PATH, body
         body["prompt"] = req.prompt
         if p.logprobs:
             body["logprobs"] = 1
-        return "/completions", body
+        return COMPLETIONS_PATH, body
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx

@@ -8,44 +8,34 @@ thread into a single ``sampler.sample`` call (the only thread that touches the s
 body gets a 400 and a sampler failure a 500 for the requests that failed, as OpenAI-style error
 JSON; the server goes on. It answers to its own model name, the served names of ``adapters``
 (served name -> adapter path) and any existing directory (an adapter path, as the openai sampler
-sends one). What it is not: the whole OpenAI API (no streaming, tools, embeddings or auth), a
-scheduler beyond the micro-batch, or hardened for untrusted networks.
+sends one). The body <-> SampleRequest/SampleResult translation is engine.sampling.wire's. What it
+is not: the whole OpenAI API (no streaming, tools, embeddings or auth), a scheduler beyond the
+micro-batch, or hardened for untrusted networks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from pydantic import ValidationError
-
 from engine.errors import UserError
-from engine.sampling.protocol import Completion, Sampler, SampleRequest, SampleResult, SamplingParams
+from engine.sampling import wire
+from engine.sampling.protocol import Sampler, SampleRequest, SampleResult
+from engine.sampling.wire import CHAT, COMPLETIONS, Refused, error_body
 
+__all__ = ["CHAT", "COMPLETIONS", "Refused", "SamplerServer", "ServeError", "serve"]
 log = logging.getLogger(__name__)
-CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 
 
 class ServeError(UserError):
     """The server cannot start: the address is in use or cannot be bound."""
-
-
-class Refused(Exception):
-    """A request the server refuses: its HTTP status and an OpenAI-style error."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.body = status, {"error": {"message": message, "type": kind, "param": None,
-                                                    "code": None}}
 
 
 @dataclass
@@ -54,38 +44,6 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
     result: SampleResult | None = None
     error: str | None = None
-
-
-def _get(body: dict[str, Any], key: str, types: tuple[type, ...], default: Any = None) -> Any:
-    """``body[key]`` if one of ``types`` (bool only where named), ``default`` if absent or null."""
-    value = body.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        raise Refused(400, f"{key!r} has the wrong type ({type(value).__name__})")
-    return value
-
-
-def _message(msg: Any, i: int) -> tuple[str, str]:
-    if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
-        raise Refused(400, f"messages[{i}] must be an object with a string 'role'")
-    content = msg.get("content")
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                         and isinstance(p.get("text"), str) for p in content):
-        content = "".join(p["text"] for p in content)  # text content parts
-    if not isinstance(content, str):
-        raise Refused(400, f"messages[{i}].content must be a string (or a list of text parts)")
-    return msg["role"], content
-
-
-def _choice(i: int, c: Completion, chat: bool, logprobs: bool) -> dict[str, Any]:
-    lps = c.logprobs if logprobs else None
-    if chat:
-        lp = None if lps is None else {"content": [{"token": "", "logprob": x} for x in lps]}
-        return {"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp,
-                "finish_reason": c.finish_reason or "stop"}
-    return {"index": i, "text": c.text, "logprobs": None if lps is None else {"token_logprobs": lps},
-            "finish_reason": c.finish_reason or "stop"}
 
 
 class SamplerServer(ThreadingHTTPServer):
@@ -145,64 +103,17 @@ class SamplerServer(ThreadingHTTPServer):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- translation ----------------------------------------------------------------------------
+    # -- translation (engine.sampling.wire) ----------------------------------------------------
     def adapter_for(self, model: Any) -> str | None:
         """The adapter a body's ``model`` names (None: the base model); unknown names: 404."""
-        if model is None or model == "" or model == self.model:
-            return None
-        if not isinstance(model, str):
-            raise Refused(400, "'model' must be a string")
-        if model in self.adapters or os.path.isdir(model):
-            return self.adapters.get(model, model)
-        raise Refused(404, f"the model {model!r} does not exist; this server serves {self.model!r}",
-                      "not_found_error")
+        return wire.adapter_for(model, self.model, self.adapters)
 
     def to_request(self, path: str, body: Any) -> SampleRequest:
         """The SampleRequest of a request body, or Refused (400/404)."""
-        if not isinstance(body, dict):
-            raise Refused(400, "the request body must be a JSON object")
-        if body.get("stream"):
-            raise Refused(400, "streaming is not supported by this server")
-        num, stop = (int, float), _get(body, "stop", (str, list), ())
-        if not isinstance(stop, str) and not all(isinstance(s, str) for s in stop):
-            raise Refused(400, "'stop' must be a string or a list of strings")
-        max_tokens = _get(body, "max_tokens", (int,), _get(body, "max_completion_tokens", (int,)))
-        params: dict[str, Any] = {
-            "n": _get(body, "n", (int,), 1), "temperature": _get(body, "temperature", num, 1.0),
-            "top_p": _get(body, "top_p", num, 1.0), "seed": _get(body, "seed", (int,)),
-            "repetition_penalty": _get(body, "repetition_penalty", num, 1.0),
-            "stop": (stop,) if isinstance(stop, str) else tuple(stop)}
-        if max_tokens is not None:  # else SamplingParams' default
-            params["max_tokens"] = max_tokens
-        adapter = self.adapter_for(body.get("model"))
-        try:
-            if path == CHAT:
-                messages = body.get("messages")
-                if not isinstance(messages, list) or not messages:
-                    raise Refused(400, "'messages' must be a non-empty list")
-                params["logprobs"] = _get(body, "logprobs", (bool,), False)
-                msgs = tuple(_message(m, i) for i, m in enumerate(messages))
-                return SampleRequest(messages=msgs, params=SamplingParams(**params), adapter=adapter)
-            prompt = body.get("prompt")
-            prompt = prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt
-            if not isinstance(prompt, str):
-                raise Refused(400, "'prompt' must be a string")
-            params["logprobs"] = _get(body, "logprobs", (int,)) is not None  # the number of top tokens
-            return SampleRequest(prompt=prompt, params=SamplingParams(**params), adapter=adapter)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"] if p != "params")
-            raise Refused(400, f"{where}: {first['msg']}" if where else first["msg"]) from None
+        return wire.request_from_body(path, body, self.model, self.adapters)
 
     def to_reply(self, path: str, req: SampleRequest, result: SampleResult) -> dict[str, Any]:
-        chat = path == CHAT
-        choices = [_choice(i, c, chat, req.params.logprobs) for i, c in enumerate(result.completions)]
-        produced = sum(c.tokens for c in result.completions)
-        usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": produced,
-                 "total_tokens": result.prompt_tokens + produced}
-        return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "choices": choices,
-                "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-                "model": self.model if req.adapter is None else req.adapter, "usage": usage}
+        return wire.reply_body(path, req, result, self.model)
 
     # -- micro-batching -------------------------------------------------------------------------
     def submit(self, request: SampleRequest) -> _Job:
@@ -279,13 +190,13 @@ class _Handler(BaseHTTPRequestHandler):
             card = {"id": self.server.model, "object": "model", "created": 0, "owned_by": "autodidact"}
             more = [{**card, "id": name, "parent": self.server.model} for name in self.server.adapters]
             return self._send(200, {"object": "list", "data": [card, *more]})
-        self._send(404, Refused(404, f"no route GET {path}", "not_found_error").body)
+        self._send(404, error_body(f"no route GET {path}", "not_found_error"))
 
     def do_POST(self) -> None:
         path, length = self.path.split("?", 1)[0].rstrip("/"), self.headers.get("Content-Length", "")
         if not length.isdigit():
             self.close_connection = True  # the body is not read: the connection cannot go on
-            return self._send(411, Refused(411, "a request needs a Content-Length").body)
+            return self._send(411, error_body("a request needs a Content-Length"))
         raw = self.rfile.read(int(length))
         try:
             if path not in (CHAT, COMPLETIONS):
@@ -299,12 +210,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(exc.status, exc.body)
         except Exception as exc:  # a bug here: this request fails, the server goes on
             log.exception("could not read a request")
-            return self._send(500, Refused(500, f"{type(exc).__name__}: {exc}", "server_error").body)
+            return self._send(500, error_body(f"{type(exc).__name__}: {exc}", "server_error"))
         job = self.server.submit(req)
         job.done.wait()
         if job.result is None:
             status = 503 if self.server._closed else 500
-            return self._send(status, Refused(status, job.error or "no result", "server_error").body)
+            return self._send(status, error_body(job.error or "no result", "server_error"))
         self._send(200, self.server.to_reply(path, req, job.result))
 
 
