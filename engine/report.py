@@ -3,7 +3,9 @@
 What it is: ``iteration_table`` (one row per iteration: records out of each role, then each
 metric), ``paired_lines`` (each iteration against the base model item by item where an evaluator
 kept per-item results: McNemar on outcomes and on per-item correctness, a paired permutation
-test on length ratios; a ``+refine`` metric is compared with its own base) and
+test on length ratios, a seeded paired bootstrap on per-item scores; each with the change and its
+95% interval; a ``+refine`` metric is compared with its own base), ``iteration_intervals`` (the
+95% confidence interval each evaluator kept beside a value, ``details["ci95"]``) and
 ``plot_report`` (``metrics.png``: each metric across iterations, iteration 0 being the base model;
 ``funnel.png``: records out of each role per iteration, as grouped bars; ``loss.png``: the
 training loss per optimizer step, one line per iteration and adapter role; ``length.png``: written
@@ -43,6 +45,13 @@ def iteration_table(store: Any, run_id: str) -> tuple[list[str], list[list[Any]]
     return ["iteration", *roles, *names], rows
 
 
+def iteration_intervals(store: Any, run_id: str) -> dict[str, dict[int, tuple[float, float]]]:
+    """``{evaluator/metric: {iteration: (lo, hi)}}``: the 95% confidence interval an evaluator kept
+    beside each value (``details["ci95"]``)."""
+    return {name: {it: (float(ci[0]), float(ci[1])) for it, ci in by_it.items()}
+            for name, by_it in _details_by_iteration(store, run_id, "ci95", by_metric=True).items()}
+
+
 def _details_by_iteration(store: Any, run_id: str, key: str,
                           by_metric: bool = False) -> dict[str, dict[int, Any]]:
     """``details[key]`` of each evaluator's metrics, per iteration: {name: {it: value}}, the name being
@@ -67,8 +76,11 @@ def paired_lines(store: Any, run_id: str) -> list[str]:
     attempt 1 and on attempt 2; for metrics that kept each item's 0/1 (``details["item_correct"]``)
     the exact McNemar test on them; for those that kept written and requested lengths
     (``details["items"]``, [requested, written, ...] per prompt) the paired permutation test on
-    each prompt's log(written / requested) (engine.toolkit.stats)."""
-    from engine.toolkit.stats import mcnemar, paired_permutation
+    each prompt's log(written / requested); for metrics that kept each item's score
+    (``details["item_scores"]``, weighted by ``details["item_weights"]`` when kept) a seeded paired
+    bootstrap (engine.toolkit.stats). Each line ends with the change and its 95% interval (a paired
+    bootstrap of the same items)."""
+    from engine.toolkit.stats import mcnemar, paired_bootstrap, paired_permutation
 
     lines = []
     for name, by_it in _details_by_iteration(store, run_id, "outcomes").items():
@@ -81,7 +93,7 @@ def paired_lines(store: Any, run_id: str) -> list[str]:
                 test = mcnemar(a, b)
                 lines.append(f"{name} attempt {attempt + 1}, iteration {it} vs base: {sum(b)}/{len(b)} "
                              f"against {sum(a)}/{len(a)}; {test.b_only} gained, {test.a_only} lost: "
-                             f"{test.verdict}")
+                             f"{test.verdict}; {_change(paired_bootstrap(a, b))}")
     for name, by_it in _details_by_iteration(store, run_id, "item_correct", by_metric=True).items():
         for it in sorted(i for i in by_it if i > 0 and 0 in by_it):
             a, b = by_it[0], by_it[it]
@@ -89,16 +101,43 @@ def paired_lines(store: Any, run_id: str) -> list[str]:
                 continue
             test = mcnemar(a, b)
             lines.append(f"{name}, iteration {it} vs base: {sum(b)}/{len(b)} against {sum(a)}/{len(a)}; "
-                         f"{test.b_only} gained, {test.a_only} lost: {test.verdict}")
+                         f"{test.b_only} gained, {test.a_only} lost: {test.verdict}; "
+                         f"{_change(paired_bootstrap(a, b))}")
+    weights = _details_by_iteration(store, run_id, "item_weights", by_metric=True)
+    for name, by_it in _details_by_iteration(store, run_id, "item_scores", by_metric=True).items():
+        for it in sorted(i for i in by_it if i > 0 and 0 in by_it):
+            a, b = by_it[0], by_it[it]
+            w = weights.get(name, {}).get(0)
+            if len(a) != len(b) or (w is not None and len(w) != len(a)):
+                continue
+            diff = paired_bootstrap(a, b, weights=w)
+            lines.append(f"{name}, iteration {it} vs base on {len(a)} items: {_mean(b, w):.4g} against "
+                         f"{_mean(a, w):.4g}: {diff.verdict}; {_change(diff)}")
     for name, by_it in _details_by_iteration(store, run_id, "items").items():
         for it in sorted(i for i in by_it if i > 0 and 0 in by_it):
             a, b = (log_ratios(by_it[k]) for k in (0, it))
             if len(a) != len(b):
                 continue
             shift = paired_permutation(a, b)
+            lo, hi = paired_bootstrap(a, b).ci95
             lines.append(f"{name} length, iteration {it} vs base on {len(a)} prompts: written/requested "
-                         f"x{math.exp(shift.mean_change):.2f} (geometric mean): {shift.verdict}")
+                         f"x{math.exp(shift.mean_change):.2f} (geometric mean): {shift.verdict}; "
+                         f"change x{math.exp(shift.mean_change):.2f} [95% CI x{math.exp(lo):.2f}, "
+                         f"x{math.exp(hi):.2f}]")
     return lines
+
+
+def _change(diff: Any) -> str:
+    """A paired difference (engine.toolkit.stats.PairedDifference) and its 95% interval."""
+    lo, hi = diff.ci95
+    return f"change {diff.difference:+.3g} [95% CI {lo:+.3g}, {hi:+.3g}]"
+
+
+def _mean(values: Sequence[float], weights: Sequence[float] | None) -> float:
+    if weights is None:
+        return sum(values) / len(values) if values else 0.0
+    total = sum(weights)
+    return sum(v * w for v, w in zip(values, weights, strict=True)) / total if total else 0.0
 
 
 def log_ratios(items: Sequence[Sequence[float]]) -> list[float]:

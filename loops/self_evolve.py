@@ -1,10 +1,11 @@
 """SELF: self-feedback and self-refinement, then fine-tuning on what the model itself accepts.
 
 One iteration: answer the prompts (``respond``), judge each answer (``judge``), send the failing
-ones with their critiques to the refiner (``refine``), judge the refinements, keep what passes
-(``passing``), and fine-tune on the kept answers mixed with meta-skill examples
-(prompt + response -> feedback + refined response), so the model keeps its ability to critique
-and refine.
+ones with their critiques to the refiner (``refine``), drop the refinements that are not answers
+(``screen``, optional, default ``non-answer``: a verdict, an empty text or a copy of the critique,
+each drop recorded with its reason), judge the others, keep what passes (``passing``), and
+fine-tune on the kept answers mixed with meta-skill examples (prompt + response -> feedback +
+refined response), so the model keeps its ability to critique and refine.
 
 Meta-skill data comes from a teacher (``teacher_feedback`` and ``teacher_refine``; by default the
 model itself, or any named sampler: ``options.sampler: teacher``): the teacher critiques the
@@ -52,6 +53,10 @@ class SelfEvolve(Stage[SelfOptions]):
                         doc="keeps the critiques of answers to refine"),
         "refine": Role(kind="refiner", takes=("response", "critique"), gives=("refinement",),
                        default="critique-refine", doc="self-refinement of the failing answers"),
+        "screen": Role(kind="filter", takes=("refinement",), gives=("refinement",), optional=True,
+                       default="non-answer",
+                       doc="drops refinements that are not answers (a verdict, empty, the critique) before "
+                           "they are judged; each drop recorded with its reason"),
         "passing": Role(kind="filter", takes=("critique",), gives=("critique",),
                         default={"name": "verdict", "options": {"keep": "yes"}},
                         doc="keeps the critiques of answers good enough to train on"),
@@ -75,7 +80,7 @@ class SelfEvolve(Stage[SelfOptions]):
         by_id = {r.id: r for r in responses}
         failing = runner.call("failing", critiques)
         to_fix = [by_id[c.parent_ids("judges")[0]] for c in failing]
-        refinements: list[Refinement] = runner.call("refine", to_fix, failing)
+        refinements: list[Refinement] = runner.call("screen", runner.call("refine", to_fix, failing))
         verdicts: list[Critique] = runner.call("judge", refinements, key="refined")
         accepted = runner.call("passing", verdicts)
         refined_by_id = {r.id: r for r in refinements}
@@ -100,8 +105,9 @@ class SelfEvolve(Stage[SelfOptions]):
 
 def _teacher_meta_skill(runner: Any, tasks: list[Task], responses: list[Response]) -> list[TrainingExample]:
     """Meta-skill examples from the teacher: feedback on every answer, a refinement of each answer
-    it does not accept, its verdict on the refinement; kept when the refinement is better (see the
-    module doc). Records the teacher could not serve (``on_error: skip``) are left out."""
+    it does not accept (screened for non-answers), its verdict on the refinement; kept when the
+    refinement is better (see the module doc). Records the teacher could not serve (``on_error:
+    skip``) are left out."""
     from engine.toolkit.math import is_correct
 
     gold = {t.id: t.meta.get("answer") for t in tasks}
@@ -109,7 +115,8 @@ def _teacher_meta_skill(runner: Any, tasks: list[Task], responses: list[Response
     by_id = {r.id: r for r in responses}
     todo = [c for c in feedback if c.verdict is not True]
     originals = [by_id[c.parent_ids("judges")[0]] for c in todo]
-    refined: list[Refinement] = runner.call("teacher_refine", originals, todo, key="meta")
+    rewrites = runner.call("teacher_refine", originals, todo, key="meta")
+    refined: list[Refinement] = runner.call("screen", rewrites, key="meta")
     verdicts: list[Critique] = runner.call("teacher_feedback", refined, key="meta-refined")
     verdict_of = {v.parent_ids("judges")[0]: v for v in verdicts}
     crit_by_id = {c.id: c for c in feedback}

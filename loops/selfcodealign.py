@@ -4,7 +4,11 @@ One iteration: the loop ingests one plain request record (kind ``seed_request``)
 draws seed functions for it (stdlib functions by default); ``concepts`` extracts programming
 concepts from each; ``tasks`` writes tasks (category, difficulty) from them; ``responses`` samples
 N answers per task, each with its own asserts; ``execute`` runs every answer against its tests in
-the sandbox (Execution records); ``passed`` keeps the passing executions; the answers behind them
+the sandbox (Execution records) and, by default (``sandbox-agreement``), against the tests pooled
+from every sample of its task, recording its CodeT dual-agreement score and decision; ``passed``
+keeps the executions that passed their own tests and ``agreed`` those of them that also agree with
+the other samples (the funnel shows both counts); option ``mode`` says which set is trained on
+(``dual-agreement``, or ``own-tests``: the paper's filter, for comparison); the answers behind them
 go through ``dedup`` (exact instruction/response, MinHash on code) and ``decontaminate``
 (n-grams against the evaluation sets); the kept ones become chat TrainingExamples
 (instruction -> code) linked to their response and execution, and the trainer makes the next
@@ -15,7 +19,8 @@ What it is not: the paper's full response format (explanations are not generated
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +31,9 @@ from engine.records import Execution, Link, Record, Response, TrainingExample
 
 class SelfCodeAlignOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    mode: Literal["dual-agreement", "own-tests"] = Field(
+        "dual-agreement", description="train on responses that passed their own tests and agree with "
+        "the other samples of their task (dual-agreement), or on all that passed their own tests")
     one_per_task: bool = Field(True, description="train on at most one passing response per task")
     include_tests: bool = Field(False, description="append the response's tests to the training answer")
     max_examples: int | None = Field(None, ge=1, description="cap on training examples per iteration")
@@ -45,9 +53,12 @@ class SelfCodeAlign(Stage[SelfCodeAlignOptions]):
                        "concepts -> a task (category, difficulty)"),
         "responses": _role("generator", "task", "response", "code-response",
                            "n answers per task, each with its own asserts"),
-        "execute": _role("generator", "response", "execution", "sandbox-exec",
-                         "runs each answer against its tests in the sandbox"),
-        "passed": _role("filter", "execution", "execution", "passed", "keeps the passing executions"),
+        "execute": _role("generator", "response", "execution", "sandbox-agreement",
+                         "runs each answer against its own tests and the task's pooled tests in the sandbox"),
+        "passed": _role("filter", "execution", "execution", "passed",
+                        "keeps the executions that passed their own tests"),
+        "agreed": _role("filter", "execution", "execution", "agreed",
+                        "of those, keeps the ones whose dual-agreement decision is kept"),
         "dedup": _role("filter", "response", "response", "dedup",
                        "exact and near duplicates out (optional: stages.dedup: null)", optional=True),
         "decontaminate": _role("filter", "response", "response", "decontaminate",
@@ -66,7 +77,18 @@ class SelfCodeAlign(Stage[SelfCodeAlignOptions]):
         # passing executions are held here, with the responses behind them read back from lineage
         responses = runner.stream("responses", tasks)
         executions = runner.stream("execute", responses)
-        passing = [e for e in runner.stream("passed", executions).records() if isinstance(e, Execution)]
+        own_passed = runner.stream("passed", executions)
+        own: list[Execution] = []
+
+        def kept_by_own_tests() -> Iterator[Execution]:  # held for own-tests mode, and fed on
+            for ex in own_passed.records():
+                if isinstance(ex, Execution):
+                    own.append(ex)
+                    yield ex
+
+        agreed = [e for e in runner.stream("agreed", kept_by_own_tests()).records()
+                  if isinstance(e, Execution)]
+        passing = agreed if opts.mode == "dual-agreement" else own
         execution_of: dict[str, Execution] = {}
         for ex in passing:
             execution_of.setdefault(next(iter(ex.parent_ids()), ""), ex)

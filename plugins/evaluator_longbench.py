@@ -10,7 +10,10 @@ falling linearly to 0 at 4x over or 1/3 under), averaged over prompts; ``words_m
 ``hit_token_limit``, the share of answers cut by ``max_tokens``. ``details["items"]`` holds every
 prompt's [requested words, written words, S_l, cut] in prompt order, so two model versions can be
 compared prompt by prompt (``autodidact report``: a paired permutation test on the log length
-ratios, engine.toolkit.stats, and ``length.png``, written against requested words per iteration).
+ratios, engine.toolkit.stats, and ``length.png``, written against requested words per iteration);
+``S_l`` also keeps ``item_scores`` (each prompt's S_l: a paired bootstrap in the report), and every
+metric its 95% interval as ``ci95`` (seeded bootstrap over prompts of the mean or median; Wilson
+for ``hit_token_limit``).
 With ``refine`` (engine.toolkit.refining: the model judges its answers and rewrites those it
 rejects) every metric is also given for the refined answers, as ``<metric>+refine`` (a refined
 answer counts as not cut: the refiner's limit is not the answer's).
@@ -32,6 +35,7 @@ from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 from engine.toolkit.lengthen import count_words, length_score
 from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
+from engine.toolkit.stats import bootstrap_mean, bootstrap_median, wilson
 
 PACKAGE = "evalscope"
 FILES = {"en": "third_party/longbench_write/resources/longbench_write_en.jsonl",
@@ -113,8 +117,16 @@ class LongBenchWrite(Stage[LongBenchWriteOptions]):
                   "ratio_median": statistics.median(w / r for r, w, _, _ in items),
                   "hit_token_limit": statistics.fmean(c for _, _, _, c in items)}
         details = {**base, "items": items, "columns": ["requested", "written", "S_l", "cut"]}
+        scores = [float(s) for _, _, s, _ in items]
+        intervals = {"S_l": bootstrap_mean(scores), "words_median": bootstrap_median(words),
+                     "words_mean": bootstrap_mean(words), "requested_median": bootstrap_median(asked),
+                     "ratio_median": bootstrap_median([w / r for r, w, _, _ in items]),
+                     "hit_token_limit": wilson(sum(c for _, _, _, c in items), len(items))}
+        extra: dict[str, dict[str, Any]] = {"S_l": {"item_scores": scores}}
         return [EvalResult(evaluator=self.name, metric=metric, value=float(value), n=len(items),
-                           model_version=version, details=details) for metric, value in values.items()]
+                           model_version=version, details={**details, **extra.get(metric, {}),
+                                                           "ci95": list(intervals[metric])})
+                for metric, value in values.items()]
 
 
 @hookimpl

@@ -20,7 +20,8 @@ Metrics, as SCoRe and the Confidence-vs-Critique paper report them, named ``<dat
 ``acc@t1``, ``acc@t2``, ``delta`` (t2 - t1), ``i->c`` and ``c->i`` (the share of all problems that
 went incorrect -> correct and correct -> incorrect), each with the counts behind it in ``details``,
 plus every problem's pair of outcomes (``outcomes``: [r1, r2] in problem order), so two model
-versions can be compared problem by problem (engine.toolkit.stats.mcnemar). What it is not: pass@k
+versions can be compared problem by problem (engine.toolkit.stats.mcnemar), and each metric's 95%
+interval as ``ci95`` (Wilson for the shares; a seeded paired bootstrap for ``delta``). What it is not: pass@k
 (the ``humaneval`` evaluator), nor a training environment.
 """
 
@@ -35,6 +36,7 @@ from engine import hookimpl
 from engine.contracts import Stage, build_stage
 from engine.data import data_problems
 from engine.records import EvalResult, Task, Trajectory
+from engine.toolkit.stats import paired_bootstrap, wilson
 
 CODE_TASK = ("Complete this Python function:\n\n```python\n{prompt}```\n\nWrite the whole function, "
              "with the imports it needs.")
@@ -122,8 +124,12 @@ class SelfCorrection(Stage[SelfCorrectionOptions]):
                    "max_tokens": opts.max_tokens, "temperature": opts.temperature}
         values = {"acc@t1": c1 / n, "acc@t2": c2 / n, "delta": (c2 - c1) / n, "i->c": i2c / n,
                   "c->i": c2i / n}
+        intervals = {"acc@t1": wilson(c1, n), "acc@t2": wilson(c2, n),
+                     "delta": paired_bootstrap([a for a, _ in outcomes], [b for _, b in outcomes]).ci95,
+                     "i->c": wilson(i2c, n), "c->i": wilson(c2i, n)}
         return [EvalResult(evaluator=self.name, metric=f"{opts.dataset}/{metric}", value=value, n=n,
-                           model_version=version, details=details) for metric, value in values.items()]
+                           model_version=version, details={**details, "ci95": list(intervals[metric])})
+                for metric, value in values.items()]
 
 
 @hookimpl

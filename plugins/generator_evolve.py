@@ -6,7 +6,9 @@ length, language, style), at most one per category and never two that fight over
 the answer (two endings, two letter cases, two layouts). Every constraint is phrased the way
 IFEval phrases its verifiable instructions ("Answer in fewer than 50 words.", "Use only lowercase
 letters ...", "Wrap your entire answer in double quotation marks.") and carries the id and kwargs
-of the lm-eval checker that verifies it in ``meta['checks']``. The draw is fixed by the context's
+of the lm-eval checker that verifies it in ``meta['checks']`` (``[{"id", "kwargs", "text"}]``, the
+same in both modes; the ``respond`` generator and the refiners hand it on to every answer, and the
+``constraint-check`` critic runs it). The draw is fixed by the context's
 seed and the seed record's id, so a resumed run makes the same tasks with the same ids. Mode
 ``rule`` (default, reliable on a 135M model) appends the constraints to the instruction; mode
 ``llm`` asks the run's model to merge them into one rewritten instruction (template
@@ -214,7 +216,7 @@ class EvolveConstraints(Stage[EvolveOptions]):
                 "seed_prompt": prompt, "mode": opts.mode,
                 "constraint_kinds": [c.name for c, _ in drawn],
                 "constraint_categories": [c.category for c, _ in drawn],
-                "checks": [{"id": d[1], "kwargs": d[2]} for _, d in drawn]}
+                "checks": [{"id": d[1], "kwargs": d[2], "text": d[0]} for _, d in drawn]}
             text = join_constraints(prompt, sentences)
             if raw is not None:
                 rewritten = parse_rewrite(raw)

@@ -1,6 +1,7 @@
 """The ``respond`` generator: answer tasks by sampling ``n`` responses each from the run's model.
 
-What it is: tasks in, responses out (each linked to its task), batched as one sampler call.
+What it is: tasks in, responses out (each linked to its task), batched as one sampler call. A
+response carries its task's verifiable ``meta['checks']`` (engine.toolkit.judging.carried).
 What it is not: a judge or a filter; it keeps every sample, even empty ones.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from engine import hookimpl
 from engine.contracts import Stage
 from engine.records import Link, Record, Response, Task
+from engine.toolkit.judging import carried
 from engine.toolkit.prompting import SamplingOptions, load_template, sample_texts
 
 TEMPLATE = Path(__file__).parent / "templates" / "respond.txt"
@@ -36,7 +38,7 @@ class Respond(Stage[RespondOptions]):
                                           strict=True):
             for i, text in enumerate(texts):
                 out.append(Response(text=text, prompt=task.prompt, sample_index=i, model_version=version,
-                                    parents=[Link(id=task.id, role="input")]))
+                                    parents=[Link(id=task.id, role="input")], meta=carried(task)))
         return out
 
 

@@ -4,7 +4,9 @@ What it is: one batched sampler call for all (response, critique) pairs; the mod
 then writes the new response between ``start_marker`` and ``end_marker``. Text outside the
 markers is dropped; with no markers the whole completion (after the last start marker, if any)
 is the refinement. The refinement links to the response (``refines``) and the critique
-(``input``). ``messages(responses, critiques)`` shows the rewrite chats (engine.contracts.Prompted).
+(``input``), and carries the response's verifiable ``checks`` and the critique's text in its
+``meta`` (engine.toolkit.judging.carried). ``messages(responses, critiques)`` shows the rewrite
+chats (engine.contracts.Prompted).
 What it is not: a search (``tree-search`` is one).
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from engine import hookimpl
 from engine.contracts import Messages, Stage
 from engine.records import Critique, Link, Refinement, Response
-from engine.toolkit.judging import RefineOptions, extract, refine_messages
+from engine.toolkit.judging import RefineOptions, carried, extract, refine_messages
 from engine.toolkit.prompting import sample_chats
 
 
@@ -44,7 +46,7 @@ class CritiqueRefiner(Stage[RefineOptions]):
             for i, text in enumerate(texts):
                 out.append(Refinement(
                     text=extract(text, opts.start_marker, opts.end_marker), prompt=resp.prompt,
-                    sample_index=i, depth=depth, model_version=version,
+                    sample_index=i, depth=depth, model_version=version, meta=carried(resp, crit),
                     parents=[Link(id=resp.id, role="refines"), Link(id=crit.id, role="input")]))
         return out
 

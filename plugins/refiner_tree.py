@@ -14,14 +14,21 @@ judgements (DFS: every root's stack advances one node per step).
 Options: ``strategy``, ``branch``, ``select``, ``depth``, ``budget``, ``gate`` (SPaR's defaults
 bfs/3/2/3/1000/0.5), ``refine.*`` (the rewrite prompt's options; adapter role ``refiner``) and
 ``judge.*`` (the node judge, an ``llm-judge`` built through the plugin manager; ``votes`` 5, adapter
-role ``policy``); both sample at temperature 0.7 and top_p 1.0, SPaR's search settings.
+role ``policy``); both sample at temperature 0.7 and top_p 1.0, SPaR's search settings. ``rule``
+(default ``{name: constraint-check}``; null: the LLM judge alone) makes the node critic
+``rule-and-judge``: a node that fails a verifiable constraint of its task is judged No (value 0)
+without asking the LLM, so a final node above the gate passes every checkable constraint.
+``screen`` (default ``{name: non-answer}``; null: none) is a filter every new node goes through
+before it is judged: a node it drops (a verdict, an empty text, a copy of its critique) gets value
+0, is never expanded, and its critique is the filter's rejection record (text and ``meta.reason``).
 
 Output of ``refine``: ONE refinement per (response, critique) pair, in input order: the root's
 final node (``value``: its Yes share). Side outputs (``emit``; the runner writes them under this
 stage's execution and hands them to the loop as ``outputs.side``): every node of every tree
 (grouped by root, in creation order, a node's parent before it) and each node's judge Critique
 (parent: the node, role ``judges``). A node's parents are ``Link(parent node or root, "refines")``
-and ``Link(critique of that parent, "input")``; ``depth`` is the parent's plus one (a plain
+and ``Link(critique of that parent, "input")``; its ``meta`` carries the parent's ``checks`` and
+that critique's text (engine.toolkit.judging.carried); ``depth`` is the parent's plus one (a plain
 response counts as 0), ``sample_index`` its place among its siblings. The node judge is exposed as
 ``critic`` (engine.contracts.Prompted), so a loop can render the chats the nodes were judged with.
 
@@ -34,17 +41,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine import hookimpl
-from engine.contracts import Critic, Messages, Stage
+from engine.contracts import Critic, Filter, Messages, Stage
 from engine.episodes import drive
 from engine.records import Critique, Link, Refinement, Response
 from engine.sampling.protocol import SampleResult
-from engine.toolkit.judging import JudgeOptions, RefineOptions, extract, refine_messages
+from engine.toolkit.judging import (
+    JudgeOptions,
+    RefineOptions,
+    carried,
+    extract,
+    helper_problems,
+    refine_messages,
+)
 from engine.toolkit.prompting import continued
+from engine.toolkit.refining import StageChoice
 
 
 class TreeRefineOptions(RefineOptions):
@@ -70,6 +85,12 @@ class TreeOptions(BaseModel):
     gate: float = Field(0.5, ge=0.0, le=1.0, description="stop a root when a child's value is above this")
     refine: TreeRefineOptions = Field(default_factory=TreeRefineOptions)
     judge: TreeJudgeOptions = Field(default_factory=TreeJudgeOptions)
+    rule: StageChoice | None = Field(
+        default_factory=lambda: StageChoice(name="constraint-check"),
+        description="a rule critic whose No is final (node critic: rule-and-judge); null: the judge alone")
+    screen: StageChoice | None = Field(
+        default_factory=lambda: StageChoice(name="non-answer"),
+        description="a filter each new node passes before it is judged (dropped: value 0); null: none")
 
     @model_validator(mode="after")
     def _one_rewrite_per_child(self) -> TreeOptions:
@@ -90,6 +111,7 @@ class _Tree:
     todo: list[Response] = field(default_factory=list)  # BFS: next level's parents; DFS: stack, top last
     final: Refinement | None = None
     done: bool = False
+    dropped: set[str] = field(default_factory=set)  # nodes the screen dropped: never expanded
 
     def level(self, node: Response) -> int:
         return node.depth - self.base if isinstance(node, Refinement) else 0
@@ -107,11 +129,47 @@ class TreeSearchRefiner(Stage[TreeOptions]):
     _planned: list[tuple[_Tree, Response, int]]  # this step's expansions (tree, parent, children)
     _asked: list[Messages]  # and their rewrite chats
 
+    @classmethod
+    def preflight(cls, options: TreeOptions) -> list[str]:
+        rule, screen = options.rule, options.screen
+        return helper_problems({
+            "options.rule": ("critic", rule.name, rule.options) if rule else None,
+            "options.screen": ("filter", screen.name, screen.options) if screen else None})
+
     @cached_property
     def critic(self) -> Critic:
-        """The node judge: the registered ``llm-judge`` with this search's ``judge`` options."""
+        """The node judge: the registered ``llm-judge`` with this search's ``judge`` options, behind
+        the ``rule`` critic (``rule-and-judge``) unless ``rule`` is null."""
         quiet = replace(self.context, progress=lambda n: None)  # progress counts finished roots
-        return cast(Critic, quiet.make_stage("critic", "llm-judge", self.options.judge))
+        if self.options.rule is None:
+            return cast(Critic, quiet.make_stage("critic", "llm-judge", self.options.judge))
+        judge = StageChoice(name="llm-judge", options=self.options.judge.model_dump())
+        return cast(Critic, quiet.make_stage("critic", "rule-and-judge",
+                                             {"rule": self.options.rule, "judge": judge}))
+
+    @cached_property
+    def screen(self) -> Filter | None:
+        """The filter new nodes pass before they are judged (None: no screen)."""
+        if self.options.screen is None:
+            return None
+        quiet = replace(self.context, progress=lambda n: None)
+        return cast(Filter, quiet.make_stage("filter", self.options.screen.name, self.options.screen.options))
+
+    def _screened(self, nodes: list[Refinement]) -> dict[str, Critique]:
+        """The nodes the screen drops, each with its rejection critique (the filter's side output,
+        else a plain No)."""
+        if self.screen is None or self.options.screen is None or not nodes:
+            return {}
+        emitted = cast(Stage[Any], self.screen).context.emitted
+        emitted.clear()
+        kept = {r.id for r in self.screen.filter(nodes)}
+        said = {c.parent_ids("judges")[0]: c for c in emitted
+                if isinstance(c, Critique) and c.parent_ids("judges")}
+        emitted.clear()
+        return {n.id: said.get(n.id) or Critique(verdict=False, text=f"dropped by {self.options.screen.name}",
+                                                  parents=[Link(id=n.id, role="judges")],
+                                                  meta={"kept": False, "reason": "screened"})
+                for n in nodes if n.id not in kept}
 
     def messages(self, responses: Sequence[Response], critiques: Sequence[Critique]) -> list[Messages]:
         """The rewrite chats of (node, its critique) pairs."""
@@ -133,7 +191,8 @@ class TreeSearchRefiner(Stage[TreeOptions]):
               n=self.options.branch, seed=lambda step: 2 + 100 * step)
         finals: list[Refinement] = []
         for tree in trees:
-            finals.append(tree.final or max(reversed(tree.nodes), key=lambda n: n.value or 0.0))
+            finals.append(tree.final or max(reversed(tree.nodes),
+                                            key=lambda n: (n.value or 0.0, n.id not in tree.dropped)))
             self.emit([*tree.nodes, *(tree.crits[n.id] for n in tree.nodes)])
         return finals
 
@@ -156,13 +215,14 @@ class TreeSearchRefiner(Stage[TreeOptions]):
         children = self._expand(trees, results)
         for tree, kids in zip(trees, children, strict=True):
             ranked = _ranked(kids)
+            live = [n for n in ranked if n.id not in tree.dropped]  # a dropped node is not expanded
             if self.options.strategy == "bfs":
-                if self._stop(tree, ranked) or step + 1 >= self.options.depth:
+                if self._stop(tree, ranked) or step + 1 >= self.options.depth or not live:
                     tree.done = True
-                tree.todo = list(ranked[:self.options.select])
+                tree.todo = list(live[:self.options.select])
             else:
                 if not self._stop(tree, ranked):  # push the selected children, the best on top
-                    deeper = [n for n in ranked[:self.options.select] if tree.level(n) < self.options.depth]
+                    deeper = [n for n in live[:self.options.select] if tree.level(n) < self.options.depth]
                     tree.todo.extend(reversed(deeper))
                 tree.done = tree.done or not tree.todo
         self.context.progress(sum(t.done for t in trees))  # progress counts finished roots
@@ -188,11 +248,17 @@ class TreeSearchRefiner(Stage[TreeOptions]):
                     text=extract(text, opts.refine.start_marker, opts.refine.end_marker),
                     prompt=parent.prompt, sample_index=i, model_version=result.model_version,
                     depth=parent.depth + 1 if isinstance(parent, Refinement) else 1,
+                    meta=carried(parent, tree.crits[parent.id]),
                     parents=[Link(id=parent.id, role="refines"),
                              Link(id=tree.crits[parent.id].id, role="input")])
                 kids.append((tree, node))
-        verdicts = self.critic.critique([node for _, node in kids]) if kids else []
-        for (tree, node), crit in zip(kids, verdicts, strict=True):
+        dropped = self._screened([node for _, node in kids])
+        asked = [node for _, node in kids if node.id not in dropped]
+        judged = iter(self.critic.critique(asked) if asked else [])
+        for tree, node in kids:
+            crit = dropped.get(node.id) or next(judged)
+            if node.id in dropped:
+                tree.dropped.add(node.id)
             node.value = crit.vote_share
             tree.crits[node.id] = crit
             tree.nodes.append(node)

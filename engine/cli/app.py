@@ -1,4 +1,5 @@
-"""Top-level commands: validate, run, resume, runs; mounts ``plugins``, ``loops`` and ``lineage``.
+"""Top-level commands: validate, run, resume, runs, report; mounts ``plugins``, ``loops``, ``lineage``
+and ``eval`` (engine/cli/evaluate.py).
 
 What it is: thin Typer commands over engine.config and engine.runtime, with a rich progress
 display per stage and a summary table per iteration. What it is not: a place for run logic.
@@ -159,16 +160,20 @@ def report(run: Annotated[str, typer.Argument(help="run directory (or store URL 
 
 def report_table(store: Any, run_id: str) -> Any:
     """The per-iteration table: one line per role (records out) or metric, one column per
-    iteration (iteration 0: the base model's evaluation)."""
+    iteration (iteration 0: the base model's evaluation); a metric's 95% confidence interval, where
+    its evaluator kept one, beside its value."""
     from rich.table import Table
 
-    from engine.report import iteration_table
+    from engine.report import iteration_intervals, iteration_table
 
     columns, rows = iteration_table(store, run_id)
+    intervals = iteration_intervals(store, run_id)
     table = Table("stage / metric", *(f"iter {row[0]}" for row in rows), title=f"report of {run_id}")
     for j, name in enumerate(columns[1:], start=1):
-        table.add_row(escape(name), *("" if r[j] is None else f"{r[j]:.4g}" if isinstance(r[j], float)
-                              else str(r[j]) for r in rows))
+        cis = intervals.get(name, {})
+        table.add_row(escape(name), *("" if r[j] is None else f"{r[j]:.4g}" + (
+            f" [{cis[r[0]][0]:.3g}, {cis[r[0]][1]:.3g}]" if r[0] in cis else "")
+            if isinstance(r[j], float) else str(r[j]) for r in rows))
     return table
 
 
@@ -231,6 +236,7 @@ def stage_progress() -> Iterator[tuple[Any, Callable[[int, dict[str, Any]], None
 
 
 def _mount() -> None:
+    from engine.cli.evaluate import register as register_eval
     from engine.cli.jobs import register as register_jobs
     from engine.cli.loops import app as loops_app
     from engine.cli.plugins import app as plugins_app
@@ -238,6 +244,7 @@ def _mount() -> None:
 
     register_jobs(app)  # submit, logs, stop: runs as Ray jobs
     register_serve(app)  # serve: a sampler behind an OpenAI-compatible endpoint
+    register_eval(app)  # eval: any evaluator on any model version of a run, or on the base model
     app.add_typer(plugins_app, name="plugins")
     app.add_typer(loops_app, name="loops")
     try:

@@ -2,7 +2,8 @@
 
 What it is: the lifecycle of a run (directory, config snapshot, lineage store, status), the
 iteration loop (evaluators on the base model first, then each iteration followed by its
-evaluations), and resume from the run directory alone. What it is not: the stage calls
+evaluations, each through ``evaluate_with``, which ``autodidact eval`` reuses:
+engine.runtime.evaluation), and resume from the run directory alone. What it is not: the stage calls
 themselves (runner.py) nor the CLI's display.
 """
 
@@ -19,10 +20,10 @@ from typing import Any
 import yaml
 
 from engine import __version__
-from engine.config import ResolvedConfig, parse_config, resolve_config
+from engine.config import ResolvedConfig, ResolvedStage, parse_config, resolve_config
 from engine.errors import RunFailed, StoreFailed, UserError
 from engine.manager import PluginManager, create_plugin_manager
-from engine.records import record_namespace
+from engine.records import EvalResult, record_namespace
 from engine.runtime.runner import Runner, StageProgress
 
 CONFIG_FILE = "config.yaml"
@@ -225,16 +226,25 @@ def _mark_failed(store: Any, run_id: str, run_dir: Path, exc: BaseException) -> 
 def _evaluate(runner: Runner, resolved: ResolvedConfig) -> None:
     """Run every evaluator on the current model version and record its metrics."""
     for bound in resolved.evaluators:
-        role = f"eval:{bound.info.name}"
-        evaluator = runner.instantiate(bound, role)
-        runner.progress.start(role, 0)
-        t0 = time.perf_counter()
-        try:
-            results = evaluator.evaluate(runner.sampler, runner.model_version)  # type: ignore[attr-defined]
-        except Exception as exc:
-            runner.progress.fail(role, time.perf_counter() - t0, str(exc))
-            raise runner.failure(role, bound, exc) from exc
-        runner.progress.end(role, 0, len(results), time.perf_counter() - t0)
+        results = evaluate_with(runner, bound)
         runner.store.add_metrics(runner.run_id, runner.iteration, runner.model_version, results)
         for r in results:
             runner.summary.setdefault("metrics", {})[f"{r.evaluator}/{r.metric}"] = r.value
+
+
+def evaluate_with(runner: Runner, bound: ResolvedStage) -> list[EvalResult]:
+    """The results of the evaluator ``bound`` on the runner's model version (its sampler, adapters
+    and context), shown in the progress display; a failure is a one-line StageFailed. Records
+    nothing: the caller stores them (after an iteration, or ``autodidact eval``)."""
+    role = f"eval:{bound.info.name}"
+    evaluator = runner.instantiate(bound, role)
+    runner.progress.start(role, 0)
+    t0 = time.perf_counter()
+    try:
+        results: list[EvalResult] = evaluator.evaluate(  # type: ignore[attr-defined]
+            runner.sampler, runner.model_version)
+    except Exception as exc:
+        runner.progress.fail(role, time.perf_counter() - t0, str(exc))
+        raise runner.failure(role, bound, exc) from exc
+    runner.progress.end(role, 0, len(results), time.perf_counter() - t0)
+    return results

@@ -3,7 +3,8 @@
 What it is: tolerant helpers used by the SelfCodeAlign stages and the HumanEval evaluator, public
 for any stage that needs the same: fenced code blocks (closed or cut off by the token limit,
 :func:`code_blocks`, :func:`first_code`), splitting a response into solution code and its
-``assert`` tests (:func:`code_and_tests`, :func:`split_tests`, :func:`clean_tests`), a comma list
+``assert`` tests (:func:`code_and_tests`, :func:`split_tests`, :func:`clean_tests`), a test source
+cut into self-contained single tests (:func:`single_tests`), a comma list
 of concepts (:func:`parse_concepts`), and a one-paragraph instruction (:func:`parse_instruction`,
 :func:`first_sentence`). A tiny model's output is messy: these never raise; what cannot be parsed
 comes back empty. What it is not: a judge of whether the code works (the sandbox decides that).
@@ -115,6 +116,39 @@ def clean_tests(tests: str, code: str | None = None) -> str:
     if not any(isinstance(n, ast.Assert) for n in ast.walk(tree)):
         return ""
     return tests
+
+
+def single_tests(tests: str) -> list[str]:
+    """Each test of a test source as a self-contained block to run after the solution code: one
+    per top-level ``assert`` and per top-level ``test*`` function (the function, then a call of it).
+    Other statements are setup (``s = Stack()``, helpers). Where a source has setup, a unit repeats
+    every statement before its test, the earlier asserts as guarded bare expressions (``s.pop() == 1``
+    keeps its side effect, an exception there is ignored), so a test reads the state it was written
+    against. Units are ``ast.unparse`` text (formatting normalised); [] if the source does not parse."""
+    try:
+        tree = ast.parse(tests)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return []
+    units: list[str] = []
+    before: list[ast.stmt] = []
+    has_setup = False
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assert):
+            test: list[ast.stmt] = [stmt]
+            seen: list[ast.stmt] = [ast.Try(body=[ast.Expr(stmt.test)], handlers=[ast.ExceptHandler(
+                type=ast.Name("Exception", ast.Load()), name=None, body=[ast.Pass()])], orelse=[],
+                finalbody=[])]
+        elif isinstance(stmt, ast.FunctionDef) and stmt.name.startswith("test"):
+            test = [stmt, ast.Expr(ast.Call(ast.Name(stmt.name, ast.Load()), [], []))]
+            seen = [stmt]
+        else:
+            has_setup = True
+            before.append(stmt)
+            continue
+        body = [*before, *test] if has_setup else test
+        units.append(ast.unparse(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[]))))
+        before += seen
+    return units
 
 
 def code_and_tests(text: str) -> tuple[str, str]:

@@ -4,9 +4,12 @@ What it is: :class:`JudgeOptions` and :class:`RefineOptions` (sampling options p
 patterns, tie policy and refinement markers), :func:`parse_verdict` (the last Yes/No phrase of a
 text), :func:`tally` and :func:`make_critique` (a majority vote over sampled critiques, each kept
 with its own verdict), :func:`judge_messages` and :func:`refine_messages` (the chats a judge and a
-refiner send, from the shipped templates or a user's), and :func:`extract` (a rewrite between
-markers). What it is not: a stage; ``llm-judge``, ``critique-refine`` and ``tree-search`` are
-built-in plugins that use these, and a third-party judge can too.
+refiner send, from the shipped templates or a user's), :func:`extract` (a rewrite between
+markers), :func:`carried` (the ``meta`` an answer hands on to what is made from it: a task's
+verifiable ``checks``, a refinement's ``critique`` text) and :func:`helper_problems` (a ``preflight``
+check of the helper stages a stage builds by name). What it is not: a stage; ``llm-judge``,
+``critique-refine`` and ``tree-search`` are built-in plugins that use these, and a third-party
+judge can too.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from engine.contracts import Messages
-from engine.records import Critique, Link, Response
+from engine.records import Critique, Link, Record, Response
 from engine.toolkit.prompting import SamplingOptions, chat, load_template
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -88,3 +91,37 @@ def extract(text: str, start: str, end: str) -> str:
     if start in text:
         text = text.rsplit(start, 1)[1]
     return text.split(end, 1)[0].strip()
+
+
+CARRIED = ("checks",)
+"""The ``meta`` keys a response or refinement copies from the record it is made from."""
+
+
+def carried(source: Record, critique: Critique | None = None) -> dict[str, Any]:
+    """The ``meta`` of a record made from ``source``: ``source``'s verifiable ``checks`` (a task's
+    ``[{"id", "kwargs", "text"}]`` from ``evolve-constraints``, which the ``respond`` generator and
+    the refiners hand on, so that the ``constraint-check`` critic sees them on every answer) and,
+    for a refinement, the ``critique`` text it was conditioned on (the ``non-answer`` filter checks
+    that a rewrite is not a copy of it)."""
+    meta = {k: source.meta[k] for k in CARRIED if k in source.meta}
+    if critique is not None:
+        meta["critique"] = critique.text
+    return meta
+
+
+def helper_problems(helpers: dict[str, tuple[str, str, dict[str, Any]] | None]) -> list[str]:
+    """For a ``preflight``: one line per helper stage (option name -> (kind, registered name,
+    options), None: unused) that is not registered or refuses its options; [] when all is well."""
+    from engine.manager import create_plugin_manager
+    from engine.options import validate_options
+
+    pm, problems = create_plugin_manager(), []
+    for where, helper in helpers.items():
+        if helper is None:
+            continue
+        kind, name, options = helper
+        try:
+            validate_options(pm.stage(kind, name).cls, options)  # type: ignore[arg-type]
+        except Exception as exc:  # an unknown stage or bad options: say which, in one line
+            problems.append(f"{where}: " + " ".join(str(exc).split())[:300])
+    return problems

@@ -17,8 +17,11 @@ import pytest
 from engine.lineage import queries
 from engine.lineage.store import LineageStore
 
+# The loop runs at the config's default sizes, keeping responses by their own tests (mode own-tests):
+# this test is about lineage, and at these sizes dual agreement (the default, unit-tested with the real
+# sandbox in tests/unit/selfcodealign/test_sca_agreement.py) may keep nothing from a 135M model.
 SMALL = ["trainer.options.max_steps=2", "evaluators.0.options.subset=2",
-         "evaluators.0.options.max_tokens=128"]  # the loop itself runs at the config's default sizes
+         "evaluators.0.options.max_tokens=128", "loop.options.mode=own-tests"]
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]  # ~12 min on 2 cores: CI runs it
 

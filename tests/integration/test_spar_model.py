@@ -9,16 +9,18 @@ IFEval is measured for the base model and after each iteration.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from engine.lineage import queries
 from engine.lineage.store import LineageStore
+from plugins.filter_nonanswer import NonAnswerOptions, non_answer
 
 SMALL = ["data.limit=4", "stages.respond.options.n=2", "stages.respond.options.max_tokens=48",
-         "stages.judge.options.votes=3", "stages.judge.options.max_tokens=48",
-         "stages.judge.options.tie='no'",  # undecided judgements count as failing: the search always runs
+         "stages.judge.options.judge.options.votes=3", "stages.judge.options.judge.options.max_tokens=48",
+         "stages.judge.options.judge.options.tie='no'",  # undecided judgements fail: the search always runs
          "stages.refine.options.depth=1", "stages.refine.options.gate=0.0", "loop.options.gate=0.0",
          "stages.refine.options.refine.max_tokens=48", "stages.refine.options.judge.max_tokens=48",
          "trainers.policy.options.max_steps=1", "trainers.refiner.options.max_steps=1",
@@ -43,6 +45,8 @@ def test_spar_on_smollm2(finished_run: Any) -> None:
                 up = queries.ancestors(store, pair["id"], max_depth=1)
                 edges = {row["role"]: row["kind"] for row in up}
                 assert edges == {"chosen": "refinement", "rejected": "response"}
+                body = json.loads(pair["payload"]) if isinstance(pair["payload"], str) else pair["payload"]
+                assert non_answer(body["chosen"], None, NonAnswerOptions()) is None, "chosen: an answer"
         assert funnel.get((1, "train:policy")) == 1 or funnel[(1, "pairs")] == 0
         assert funnel[(1, "train:refiner")] == 1, "judge samples agreeing with the majority always exist"
         v1 = {r["model_version"] for r in queries.records_of_kind(store, run_id, 1, "response")}

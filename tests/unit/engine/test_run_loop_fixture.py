@@ -46,9 +46,9 @@ def test_run_loop_self_with_a_script_function(run_loop: Callable[..., Any], prom
     assert result.state["status"] == "finished" and result.state["iterations_done"] == 2
     assert (result.run_dir / "lineage.sqlite").is_file()
     assert result.funnel(1) == {"prompts": 3, "respond": 6, "judge": 6, "failing": 3, "refine": 3,
-                                "judge:refined": 3, "passing": 3, "passing:originals": 3, "examples": 6,
-                                "teacher_feedback:meta": 6, "teacher_refine:meta": 3,
-                                "teacher_feedback:meta-refined": 3, "meta-skill": 3}
+                                "screen": 3, "judge:refined": 3, "passing": 3, "passing:originals": 3,
+                                "examples": 6, "teacher_feedback:meta": 6, "teacher_refine:meta": 3,
+                                "screen:meta": 3, "teacher_feedback:meta-refined": 3, "meta-skill": 3}
     assert result.funnel(2) == result.funnel(1)
     refined = result.records("refinement", 1)  # the teacher (the model, same options) makes the same ones
     assert len(refined) == 3 and all(isinstance(r, Refinement) for r in refined)

@@ -115,7 +115,7 @@ def test_report_compares_iterations_problem_by_problem(lineage_store: Any) -> No
         store.add_metrics("r", it, None, list(results.values()))
     (line,) = paired_lines(store, "r")  # iteration 1 has no +refine metric to pair
     assert line == ("gsm8k/held-out/accuracy, iteration 1 vs base: 20/20 against 0/20; 20 gained, 0 lost: "
-                    "better (p = 1.91e-06)")
+                    "better (p = 1.91e-06); change +1 [95% CI +1, +1]")
     store.add_metrics("r", 1, None, [EvalResult(evaluator="gsm8k", metric=ACC + "+refine",
                                                 value=0.5, n=20, details={"item_correct": [1, 0] * 10})])
     lines = paired_lines(store, "r")

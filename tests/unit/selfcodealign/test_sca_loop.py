@@ -20,7 +20,10 @@ ANSWER = ("string reversal, slicing\n```python\ndef rev(s):\n    return s[::-1]\
 
 def config(tmp_path: Path) -> dict:
     return {
-        "loop": "selfcodealign", "name": "sca-test", "iterations": 2, "output_dir": str(tmp_path),
+        # every sample is the same answer: no test by another author, so dual agreement keeps none
+        # (test_sca_agreement.py); this test trains on own-tests passes to follow lineage to seeds
+        "loop": {"name": "selfcodealign", "options": {"mode": "own-tests"}},
+        "name": "sca-test", "iterations": 2, "output_dir": str(tmp_path),
         "runtime": {"ray": False},
         "sampler": {"name": "scripted", "options": {"responses": [ANSWER]}},
         "sandbox": {"name": "bubblewrap", "options": {"concurrency": 1, "disk_mb": 16}},
@@ -43,6 +46,7 @@ def test_loop_records_lineage_to_seeds(tmp_path: Path) -> None:
         funnel = {(r["iteration"], r["role"]): r["n_out"] for r in queries.funnel(store, run_id)}
         assert funnel[(1, "seeds")] == 3 and funnel[(1, "concepts")] == 3 and funnel[(1, "tasks")] == 3
         assert funnel[(1, "responses")] == 6 and funnel[(1, "execute")] == 6 and funnel[(1, "passed")] == 6
+        assert funnel[(1, "agreed")] == 0, "identical samples: nothing agrees with another author"
         assert funnel[(1, "dedup")] == 1, "every task has the same text: one survives"
         seeds = {it: {_payload(r)["source"] for r in queries.records_of_kind(store, run_id, it, "seed")}
                  for it in (1, 2)}

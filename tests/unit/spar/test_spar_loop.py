@@ -59,13 +59,18 @@ def script_plugin() -> types.ModuleType:
     return mod
 
 
+LLM_JUDGE = {"name": "llm-judge", "options": {"votes": 3, "adapter_role": "refiner"}}
+"""The LLM judge alone (no constraint rule): the script's answers are not written to their tasks'
+constraints, so these tests follow the script's votes (test_constraint_check.py runs the rule)."""
+
+
 def run(tmp_path: Path, **extra: Any) -> tuple[LineageStore, str]:
     pm = create_plugin_manager(entry_points=False, plugins=[script_plugin()])
     cfg = {"loop": "spar", "iterations": 1, "output_dir": str(tmp_path), "runtime": {"ray": False},
            "sampler": "spar-script", "data": {"limit": 4},
-           "stages": {"respond": {"options": {"n": 3}}, "judge": {"options": {"votes": 3}},
+           "stages": {"respond": {"options": {"n": 3}}, "judge": LLM_JUDGE,
                       "refine": {"options": {"branch": 2, "select": 1, "depth": 2,
-                                             "judge": {"votes": 3}}}}, **extra}
+                                             "judge": {"votes": 3}, "rule": None}}}, **extra}
     run_dir = start_run(resolve_config(parse_config(cfg), pm), pm)
     return LineageStore.for_run_dir(run_dir), json.loads((run_dir / "run.json").read_text())["run_id"]
 
@@ -133,7 +138,7 @@ def test_spar_options_cap_and_switch_off_refiner_data(tmp_path: Path) -> None:
 
 
 def test_spar_judges_the_finals_of_a_refiner_that_gives_no_value(tmp_path: Path) -> None:
-    store, run_id = run(tmp_path, stages={"refine": {"name": "critique-refine"},
+    store, run_id = run(tmp_path, stages={"refine": {"name": "critique-refine"}, "judge": LLM_JUDGE,
                                           "respond": {"options": {"n": 2}}})
     try:
         funnel = {r["role"]: r["n_out"] for r in queries.funnel(store, run_id) if r["iteration"] == 1}
@@ -172,7 +177,8 @@ def test_a_third_party_judge_bound_to_spar_runs_an_iteration(tmp_path: Path) -> 
     cfg = {"loop": "spar", "iterations": 1, "output_dir": str(tmp_path), "runtime": {"ray": False},
            "sampler": "spar-script", "data": {"limit": 2},
            "stages": {"respond": {"options": {"n": 3}}, "judge": {"name": "brevity-judge"},
-                      "refine": {"options": {"branch": 2, "select": 1, "depth": 2, "judge": {"votes": 3}}}}}
+                      "refine": {"options": {"branch": 2, "select": 1, "depth": 2, "judge": {"votes": 3},
+                                             "rule": None}}}}
     run_dir = start_run(resolve_config(parse_config(cfg), pm), pm)
     store = LineageStore.for_run_dir(run_dir)
     run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
