@@ -106,7 +106,7 @@ def train_on_ray(bound: ResolvedStage, context: StageContext, examples: list[Rec
     import ray
 
     res = resources_of(bound.info.cls, bound.options)
-    shipped = replace(context, sampler=None, sandbox=None, emitted=[])  # the manager stays behind too
+    shipped = replace(context, sampler=None, samplers={}, sandbox=None, emitted=[])  # the manager stays too
     job = ray.put(Job(bound.info.cls, bound.options, shipped, list(examples),
                       base.model_copy(update={"adapter_path": None}), pack(base.adapter_path)))
     bundle = {k: float(v) for k, v in (("CPU", res.num_cpus), ("GPU", res.num_gpus)) if v > 0}
