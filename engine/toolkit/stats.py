@@ -9,15 +9,16 @@ seeded paired bootstrap for per-item scores: the mean change of B over A with it
 interval and a two-sided p-value. One version's 95% confidence intervals: :func:`wilson` for a
 proportion (k right of n), :func:`bootstrap_mean` (optionally weighted: a ratio of sums such as
 IFEval's instruction-level accuracy) and :func:`bootstrap_median` for per-item scores; numpy is
-imported only inside them.
-What it is not: a power analysis or a correction for testing several iterations.
+imported only inside them. :func:`mcnemar_items` is the planning side: how many paired items a
+McNemar test needs to detect a given change (Connor's normal approximation).
+What it is not: a correction for testing several iterations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from math import comb, sqrt
+from math import ceil, comb, sqrt
 from typing import Any
 
 Z95 = 1.959963984540054
@@ -189,3 +190,13 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], rounds: int = ROUND
     hits = int(np.sum(np.abs(stats - observed) >= abs(observed) - 1e-12))
     return PairedDifference(n=len(diffs), difference=observed, ci95=_percentiles(stats),
                             p_value=min(1.0, (hits + 1) / (rounds + 1)))
+
+
+def mcnemar_items(change: float, discordant: float, z_alpha: float = Z95, z_power: float = 0.8416) -> int:
+    """Paired items a two-sided McNemar test needs to detect a net ``change`` (e.g. 0.05: 5 points)
+    when a share ``discordant`` of items flip between the two versions, at alpha 0.05 and power 0.8
+    by default (Connor 1987: n = (z_a sqrt(p_d) + z_b sqrt(p_d - d^2))^2 / d^2)."""
+    if not 0 < abs(change) <= discordant <= 1:
+        raise ValueError(f"need 0 < |change| <= discordant <= 1, got {change}, {discordant}")
+    root = z_alpha * sqrt(discordant) + z_power * sqrt(discordant - change * change)
+    return ceil(root * root / (change * change))

@@ -51,3 +51,14 @@ def test_paired_bootstrap_difference_interval_and_p() -> None:
     assert weighted.difference == 0.25
     with pytest.raises(ValueError):
         paired_bootstrap([1.0], [1.0, 2.0])
+
+
+def test_mcnemar_items_matches_connors_formula() -> None:
+    from engine.toolkit.stats import mcnemar_items
+
+    # (1.95996 * sqrt(0.1) + 0.8416 * sqrt(0.1 - 0.0025))^2 / 0.0025 = 311.6
+    assert mcnemar_items(0.05, 0.10) == 312
+    assert mcnemar_items(0.05, 0.06) == 186  # fewer flips: fewer items
+    assert mcnemar_items(0.10, 0.10) < mcnemar_items(0.05, 0.10)
+    with pytest.raises(ValueError):
+        mcnemar_items(0.2, 0.1)  # a net change larger than the share of flips is impossible
