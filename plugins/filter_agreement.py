@@ -36,9 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import ANY, NoOptions, Stage
-from engine.records import Execution, Link, Record, Response
+from engine.records import Execution, Record, Response
 from engine.toolkit.code import single_tests
-from engine.toolkit.sandboxing import run_jobs
+from engine.toolkit.sandboxing import execution_of, run_jobs
 from sandbox.protocol import Job, Limits, Result
 
 
@@ -174,11 +174,7 @@ class SandboxAgreement(Stage[AgreementOptions]):
                                                     strict=True)})
         out: list[Record] = []
         for resp in responses:
-            res = own.get(resp.id)
-            if res is None:
-                why = "no code" if not resp.text.strip() else "no tests"
-                res = Result(status="error", detail=why, stderr=why)
-            rec = res.to_record([Link(id=resp.id, role="tests")])
+            rec = execution_of(resp, own.get(resp.id))
             rec.meta["agreement"] = decided[resp.id]
             out.append(rec)
         self.context.progress(len(responses))

@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import ANY, Stage
-from engine.records import Execution, Link, Record, Response
-from engine.toolkit.sandboxing import run_jobs
-from sandbox.protocol import Job, Limits, Result
+from engine.records import Execution, Record, Response
+from engine.toolkit.sandboxing import execution_of, run_jobs
+from sandbox.protocol import Job, Limits
 
 
 class SandboxExecOptions(BaseModel):
@@ -53,11 +53,7 @@ class SandboxExec(Stage[SandboxExecOptions]):
         by_id = {r.id: res for r, res in zip(runnable, results, strict=True)}
         out: list[Record] = []
         for resp in responses:
-            res = by_id.get(resp.id)
-            if res is None:
-                why = "no code" if not resp.text.strip() else "no tests"
-                res = Result(status="error", detail=why, stderr=why)
-            out.append(res.to_record([Link(id=resp.id, role="tests")]))
+            out.append(execution_of(resp, by_id.get(resp.id)))
         self.context.progress(len(responses))
         return out
 

@@ -4,7 +4,8 @@ What it is: :func:`context_sandbox` (the run's sandbox, ``context.sandbox``, or 
 instance of the registered ``bubblewrap`` sandbox stage that the caller closes) and
 :func:`run_jobs` (a batch of ``sandbox.protocol.Job`` as ONE sandbox call, each distinct job run
 once, results in input order), :func:`run_answers` (model answers' code against their tests)
-and :func:`feedback_of` (a run's outcome as the short text a model
+(:func:`execution_of`: a response's Execution record from its result, an ``error`` one where it
+did not run) and :func:`feedback_of` (a run's outcome as the short text a model
 is shown: the failing assert, the exception). The ``sandbox-exec`` generator and the HumanEval evaluator run
 their code through these. What it is not: a sandbox; the isolation and the Job/Result types live
 in sandbox/ (imported here for type checking only: the engine does not import sandbox/ at run time).
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.contracts import StageContext
+from engine.records import Execution, Link, Response
 
 if TYPE_CHECKING:
     from sandbox.protocol import Job, Result
@@ -63,6 +65,17 @@ def run_answers(context: StageContext, answers: Sequence[str], tests: Sequence[s
     jobs = [Job(program=(s + "\n\n" if s.strip() else "") + first_code(a), tests=t)
             for a, t, s in zip(answers, tests, before, strict=True)]
     return run_jobs(context, jobs)
+
+
+def execution_of(resp: Response, result: Result | None) -> Execution:
+    """The Execution record of ``resp`` (linked to it as ``tests``) from its sandbox ``result``;
+    an ``error`` Execution saying why when it did not run (no code, or no tests)."""
+    from sandbox.protocol import Result as SandboxResult
+
+    if result is None:
+        why = "no code" if not resp.text.strip() else "no tests"
+        result = SandboxResult(status="error", detail=why, stderr=why)
+    return result.to_record([Link(id=resp.id, role="tests")])
 
 
 def feedback_of(result: Result, limit: int = 600) -> str:
