@@ -18,7 +18,7 @@ import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from engine.errors import UserError
 from engine.records import Task
@@ -46,6 +46,19 @@ def data_problems(load: Callable[[], object]) -> list[str]:
     except (RuntimeError, OSError, ValueError) as exc:
         return [str(exc).splitlines()[0] if str(exc) else type(exc).__name__]
     return []
+
+
+T = TypeVar("T")
+
+
+def seeded_subset(items: list[T], n: int | None, seed: int) -> list[T]:
+    """``n`` of ``items`` drawn with ``seed``, in their original order (all of them when ``n`` is None
+    or not smaller): the evaluators' fixed subsets."""
+    import random
+
+    if n is None or n >= len(items):
+        return items
+    return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), n))]
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -18,14 +18,13 @@ environment (``math``).
 
 from __future__ import annotations
 
-import random
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import Stage
-from engine.data import data_problems
+from engine.data import data_problems, seeded_subset
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 from engine.toolkit.math import MathProblem, is_correct
@@ -58,11 +57,7 @@ def load_problems(dataset: str = "gsm8k", n: int | None = None, seed: int = 0) -
 
     if dataset == "held-out":
         return held_out(n or HELD_OUT_DEFAULT, seed)
-    cases = gsm8k_cases()
-    if n is not None and n < len(cases):
-        keep = sorted(random.Random(seed).sample(range(len(cases)), n))
-        cases = [cases[i] for i in keep]
-    return cases
+    return seeded_subset(gsm8k_cases(), n, seed)
 
 
 class GSM8K(Stage[GSM8KOptions]):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import Stage
-from engine.data import data_problems, package_file, read_jsonl
+from engine.data import data_problems, package_file, read_jsonl, seeded_subset
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 from engine.toolkit.ifeval import INSTALL, checkers, punkt_data_dir, score
@@ -68,11 +67,7 @@ def load_prompts(subset: int | None = None, seed: int = 0) -> list[dict[str, Any
     path = package_file(*DATA)
     if path is None:
         raise RuntimeError(f"ifeval: the IFEval prompts ({DATA[0]}/{DATA[1]}) are not installed; {INSTALL}")
-    rows = read_jsonl(path)
-    if subset is not None and subset < len(rows):
-        picks = sorted(random.Random(seed).sample(range(len(rows)), subset))
-        rows = [rows[i] for i in picks]
-    return rows
+    return seeded_subset(read_jsonl(path), subset, seed)
 
 
 def aggregate(scores: list[tuple[list[bool], list[bool]]]) -> dict[str, float]:

