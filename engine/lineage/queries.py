@@ -202,6 +202,17 @@ def metric_details(src: LineageStore | Engine | Connection, run_id: str) -> list
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
+def metric_rows(src: LineageStore | Engine | Connection, run_id: str, iteration: int) -> list[Row]:
+    """Every column of one iteration's evaluation results: rows (evaluator, metric, model_version,
+    value, n, details, record_id); what a later iteration on the same model version reuses."""
+    m = t.metrics.c
+    query = (select(m.evaluator, m.metric, m.model_version, m.value, m.n, m.details, m.record_id)
+             .where(m.run_id == run_id, m.iteration == iteration)
+             .order_by(m.evaluator, m.metric, m.model_key))
+    with connection(src) as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
 def diff_iterations(src: LineageStore | Engine | Connection, run_id: str, a: int, b: int) -> Row:
     """Funnel and metric differences between iterations ``a`` and ``b`` of a run:
     ``{"funnel": [(role, stage, n_in/n_out in a and b, delta_out)], "metrics": [(evaluator,

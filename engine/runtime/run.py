@@ -3,7 +3,9 @@
 What it is: the lifecycle of a run (directory, config snapshot, lineage store, status), the
 iteration loop (evaluators on the base model first, then each iteration followed by its
 evaluations, each through ``evaluate_with``, which ``autodidact eval`` reuses:
-engine.runtime.evaluation), and resume from the run directory alone. What it is not: the stage calls
+engine.runtime.evaluation; an evaluation is keyed by evaluator, options and model version, and an
+iteration whose model version did not change reuses the earlier result), and resume from the run
+directory alone. What it is not: the stage calls
 themselves (runner.py) nor the CLI's display.
 """
 
@@ -23,7 +25,7 @@ from engine import __version__
 from engine.config import ResolvedConfig, ResolvedStage, parse_config, resolve_config
 from engine.errors import RunFailed, StoreFailed, UserError
 from engine.manager import PluginManager, create_plugin_manager
-from engine.records import EvalResult, record_namespace
+from engine.records import EvalResult, content_hash, record_namespace
 from engine.runtime.runner import Runner, StageProgress
 
 CONFIG_FILE = "config.yaml"
@@ -146,20 +148,21 @@ def _execute(run_id: str, run_dir: Path, resolved: ResolvedConfig, pm: PluginMan
         runner.model_version = state.get("model_version")
         runner.adapters = dict(state.get("adapters") or {})
         runner.versions = dict(state.get("versions") or {})
+        measured: dict[str, Any] = dict(state.get("evaluations") or {})  # eval_key -> where measured
         if done == 0:
             with record_namespace(f"{run_id}/0"):
-                _evaluate(runner, resolved)
+                _evaluate(runner, resolved, measured)
         for it in range(done + 1, cfg.iterations + 1):
             runner.iteration, runner.summary = it, {}
             store.start_iteration(run_id, it)
             pm.hook.on_iteration_start(run_id=run_id, iteration=it)
             with record_namespace(f"{run_id}/{it}"):
                 loop.run_iteration(runner, it)  # type: ignore[attr-defined]
-                _evaluate(runner, resolved)
+                _evaluate(runner, resolved, measured)
             store.finish_iteration(run_id, it)
             pm.hook.on_iteration_end(run_id=run_id, iteration=it, summary=runner.summary)
             _save_state(run_dir, iterations_done=it, model_version=runner.model_version,
-                        adapters=runner.adapters, versions=runner.versions)
+                        adapters=runner.adapters, versions=runner.versions, evaluations=measured)
             if on_iteration:
                 on_iteration(it, runner.summary)
     except BaseException as exc:
@@ -223,13 +226,49 @@ def _mark_failed(store: Any, run_id: str, run_dir: Path, exc: BaseException) -> 
             continue
 
 
-def _evaluate(runner: Runner, resolved: ResolvedConfig) -> None:
-    """Run every evaluator on the current model version and record its metrics."""
+def eval_key(bound: ResolvedStage, model_version: str | None) -> str:
+    """What an evaluation is keyed by: the evaluator, its options and the model version."""
+    return content_hash({"evaluator": bound.info.name, "plugin": bound.info.plugin,
+                         "options": bound.options.model_dump(mode="json"), "model": model_version or ""})
+
+
+def _evaluate(runner: Runner, resolved: ResolvedConfig, measured: dict[str, Any]) -> None:
+    """Run every evaluator on the current model version and record its metrics. An evaluator
+    already measured on this version (``measured``: eval key -> iteration and metrics, kept in
+    run.json) is not run again: its rows are copied, with ``reused_from_iteration`` in details."""
     for bound in resolved.evaluators:
-        results = evaluate_with(runner, bound)
+        key = eval_key(bound, runner.model_version)
+        results = _reused(runner, bound, measured.get(key))
+        if results is None:
+            results = evaluate_with(runner, bound)
+            measured[key] = {"iteration": runner.iteration,
+                             "metrics": [[r.evaluator, r.metric] for r in results]}
         runner.store.add_metrics(runner.run_id, runner.iteration, runner.model_version, results)
         for r in results:
             runner.summary.setdefault("metrics", {})[f"{r.evaluator}/{r.metric}"] = r.value
+
+
+def _reused(runner: Runner, bound: ResolvedStage, earlier: dict[str, Any] | None) -> list[EvalResult] | None:
+    """The results measured in an earlier iteration, read back from the store and marked reused;
+    None when there are none (or the store no longer holds all of them)."""
+    from engine.lineage.queries import metric_rows
+
+    if earlier is None or earlier["iteration"] == runner.iteration:
+        return None
+    k = int(earlier["iteration"])
+    rows = {(r["evaluator"], r["metric"]): r for r in metric_rows(runner.store, runner.run_id, k)
+            if (r["model_version"] or "") == (runner.model_version or "")}
+    wanted = [rows.get((e, m)) for e, m in earlier["metrics"]]
+    if any(r is None for r in wanted):
+        return None
+    role = f"eval:{bound.info.name} reused from iteration {k}"
+    runner.progress.start(role, 0)
+    results = [EvalResult(evaluator=r["evaluator"], metric=r["metric"], value=r["value"], n=r["n"],
+                          details={**(r["details"] or {}), "reused_from_iteration": k},
+                          model_version=runner.model_version, id=r["record_id"] or "")
+               for r in wanted if r is not None]
+    runner.progress.end(role, 0, len(results), 0.0)
+    return results
 
 
 def evaluate_with(runner: Runner, bound: ResolvedStage) -> list[EvalResult]:

@@ -1,7 +1,7 @@
 """The request cache: nothing is sampled twice for the same model version, input, parameters and n.
 
 What it is: ``SampleCache``, an SQLite file of results keyed on (model version, messages or prompt,
-sampling parameters including seed and n), kept beside the lineage store (``run_dir /
+sampling parameters including n, and the seed unless greedy), kept beside the lineage store (``run_dir /
 sample-cache.sqlite``), and ``CachedSampler``, a wrapper that sends only the misses to its backend
 (deduplicated) and marks hits ``cached=True``. What it is not: a lineage store, or a cache of
 partial results: a request is cached only whole, after its backend answered it.
@@ -27,9 +27,13 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS samples (
 
 
 def request_key(model_version: str, request: SampleRequest) -> str:
-    """Stable key of one request under one model version (the adapter is part of the version)."""
-    body = {"v": model_version, "messages": request.messages, "prompt": request.prompt,
-            "params": request.params.model_dump(mode="json")}
+    """Stable key of one request under one model version (the adapter is part of the version).
+    A greedy request's (temperature 0) seed is left out (keyed as None): it does not change the
+    output, so greedy requests that differ only in seed share one entry."""
+    params = request.params.model_dump(mode="json")
+    if request.params.temperature == 0:
+        params["seed"] = None
+    body = {"v": model_version, "messages": request.messages, "prompt": request.prompt, "params": params}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -89,3 +89,17 @@ def test_samplers_without_versions_or_adapters_are_refused() -> None:
         version_of(Unversioned(), "some-adapter")
     with pytest.raises(TypeError, match="cannot be cached"):
         version_of(object(), None)
+
+
+def test_greedy_requests_ignore_the_seed_sampled_ones_do_not(tmp_path: Path) -> None:
+    greedy = [SampleRequest.chat("a", temperature=0.0, seed=s) for s in (1, 2, None)]
+    assert len({request_key("v", r) for r in greedy}) == 1
+    sampled = [SampleRequest.chat("a", temperature=0.7, seed=s) for s in (1, 2)]
+    assert request_key("v", sampled[0]) != request_key("v", sampled[1])
+    backend = ScriptedSampler(script=lambda req, i: f"{req.params.seed}-{i}")
+    sampler = CachedSampler(backend, SampleCache.in_run_dir(tmp_path))
+    sampler.sample(greedy[:1])
+    assert [r.cached for r in sampler.sample(greedy[1:])] == [True, True]  # one shared entry
+    assert backend.requests_seen == 1
+    assert [r.cached for r in sampler.sample(sampled)] == [False, False]  # each seed its own entry
+    assert backend.requests_seen == 3
