@@ -226,10 +226,14 @@ def _mark_failed(store: Any, run_id: str, run_dir: Path, exc: BaseException) -> 
             continue
 
 
-def eval_key(bound: ResolvedStage, model_version: str | None) -> str:
-    """What an evaluation is keyed by: the evaluator, its options and the model version."""
+def eval_key(bound: ResolvedStage, model_version: str | None,
+             versions: dict[str, str] | None = None) -> str:
+    """What an evaluation is keyed by: the evaluator, its options and the model version, with every
+    adapter role's version (an evaluator may test another role's adapter, as Self-Lengthen's tests
+    the generator's while the policy's version never changes)."""
     return content_hash({"evaluator": bound.info.name, "plugin": bound.info.plugin,
-                         "options": bound.options.model_dump(mode="json"), "model": model_version or ""})
+                         "options": bound.options.model_dump(mode="json"), "model": model_version or "",
+                         "roles": dict(sorted((versions or {}).items()))})
 
 
 def _evaluate(runner: Runner, resolved: ResolvedConfig, measured: dict[str, Any]) -> None:
@@ -237,7 +241,7 @@ def _evaluate(runner: Runner, resolved: ResolvedConfig, measured: dict[str, Any]
     already measured on this version (``measured``: eval key -> iteration and metrics, kept in
     run.json) is not run again: its rows are copied, with ``reused_from_iteration`` in details."""
     for bound in resolved.evaluators:
-        key = eval_key(bound, runner.model_version)
+        key = eval_key(bound, runner.model_version, runner.versions)
         results = _reused(runner, bound, measured.get(key))
         if results is None:
             results = evaluate_with(runner, bound)

@@ -79,3 +79,7 @@ def test_the_key_is_evaluator_options_and_model_version() -> None:
     assert eval_key(five, None) != eval_key(six, None)  # other options: measured again
     assert eval_key(five, None) != eval_key(five, "base+lora-abc")  # a trained version: measured again
     assert eval_key(five, "base+lora-abc") != eval_key(five, "base+lora-def")
+    # another role's adapter trained (Self-Lengthen's generator) while the policy's version stayed
+    gen1, gen2 = {"generator": "base+lora-1"}, {"generator": "base+lora-2"}
+    assert eval_key(five, None, gen1) != eval_key(five, None, gen2)
+    assert eval_key(five, None, {}) == eval_key(five, None)
