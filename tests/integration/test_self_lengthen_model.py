@@ -57,6 +57,9 @@ def test_self_lengthen_on_smollm2(finished_run: Any) -> None:
         trained = {role for (it, role) in funnel if it == 1 and role.startswith("train:")}
         if funnel.get((1, "examples:generator")):
             assert "train:generator" in trained and "train:extender" in trained
+            reused = [d for d in queries.metric_details(store, run_id) if d["iteration"] == 1
+                      and "reused_from_iteration" in (d["details"] or {})]
+            assert not reused, "the generator's adapter changed: its evaluation is measured again"
             drafts2 = {r["model_version"] for r in queries.records_of_kind(store, run_id, 2, "response")
                        if "words" not in _meta(r)}
             assert any("+lora-" in (v or "") for v in drafts2), "iteration 2 samples a trained adapter"
