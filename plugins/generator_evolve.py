@@ -1,20 +1,21 @@
 """The ``evolve-constraints`` generator: seed instructions -> instructions with 1 to 3 added constraints.
 
 What it is: SPaR's instruction evolution. For each seed Task (or Seed) it makes ``variants`` new
-Tasks, each with 1 to 3 constraints drawn from a taxonomy of five categories (format, content,
-length, language, style), at most one per category and never two that fight over the same part of
-the answer (two endings, two letter cases, two layouts). Every constraint is phrased the way
-IFEval phrases its verifiable instructions ("Answer in fewer than 50 words.", "Use only lowercase
-letters ...", "Wrap your entire answer in double quotation marks.") and carries the id and kwargs
-of the lm-eval checker that verifies it in ``meta['checks']`` (``[{"id", "kwargs", "text"}]``, the
-same in both modes; the ``respond`` generator and the refiners hand it on to every answer, and the
-``constraint-check`` critic runs it). The draw is fixed by the context's
-seed and the seed record's id, so a resumed run makes the same tasks with the same ids. Mode
-``rule`` (default, reliable on a 135M model) appends the constraints to the instruction; mode
-``llm`` asks the run's model to merge them into one rewritten instruction (template
-``evolve.txt``) and falls back to the rule text (``meta['fallback']``) when the answer is
-unusable. Each Task keeps the seed's text in ``meta['seed_prompt']`` and links to the seed
-(role ``input``); ``constraints`` lists the constraint sentences.
+Tasks, each with 1 to 3 constraints drawn from the taxonomy of engine.toolkit.constraints (five
+categories: format, content, length, language, style), at most one per category and never two
+that fight over the same part of the answer (two endings, two letter cases, two layouts). Every
+constraint is phrased the way IFEval phrases its verifiable instructions ("Answer in fewer than
+50 words.", "Use only lowercase letters ...", "Wrap your entire answer in double quotation
+marks.") and carries the id and kwargs of the lm-eval checker that verifies it in
+``meta['checks']`` (``[{"id", "kwargs", "text"}]``, the same in both modes; the ``respond``
+generator and the refiners hand it on to every answer, and the ``constraint-check`` critic runs
+it). The draw is fixed by the context's seed and the seed record's id, so a resumed run makes the
+same tasks with the same ids. Mode ``rule`` (default, reliable on a 135M model) appends the
+constraints to the instruction; mode ``llm`` asks the run's model to merge them into one
+rewritten instruction (template ``evolve.txt``) and falls back to the rule text
+(``meta['fallback']``) when the answer is unusable. Each Task keeps the seed's text in
+``meta['seed_prompt']`` and links to the seed (role ``input``); ``constraints`` lists the
+constraint sentences.
 What it is not: a checker (plugins/evaluator_ifeval.py scores answers) nor a judge of whether the
 constrained instruction still makes sense.
 """
@@ -23,9 +24,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from itertools import combinations, product
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,102 +33,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from engine import hookimpl
 from engine.contracts import Stage
 from engine.records import Link, Record, Seed, Task
+from engine.toolkit.constraints import (
+    CATEGORIES,
+    TAXONOMY,
+    Category,
+    ConstraintKind,
+    Draw,
+    draw_constraints,
+    join_constraints,
+)
 from engine.toolkit.prompting import SamplingOptions, load_template, sample_texts
 
-Category = Literal["format", "content", "length", "language", "style"]
-CATEGORIES: tuple[Category, ...] = ("format", "content", "length", "language", "style")
 TEMPLATE = Path(__file__).parent / "templates" / "evolve.txt"
-Draw = tuple[str, str, dict[str, Any]]
-"""One drawn constraint: its sentence, the IFEval checker id, the checker's kwargs."""
-
-KEYWORDS = ("example", "simple", "reason", "idea", "people", "today", "world", "clear", "future", "home")
-FORBIDDEN = ("very", "really", "just", "thing", "good", "also", "great")
-END_PHRASES = ("Let me know if you have any questions.", "Hope this helps.", "That is all.",
-               "Thank you for reading.")
-LANGUAGES = (("fr", "French"), ("es", "Spanish"), ("de", "German"), ("it", "Italian"), ("pt", "Portuguese"))
-
-
-def _none(v: Any) -> dict[str, Any]:
-    return {}
-
-
-@dataclass(frozen=True)
-class ConstraintKind:
-    """A kind of constraint: its category, the parts of the answer it claims (``slots``), the
-    lm-eval checker that verifies it, its sentence (a format string over a value ``v`` drawn from
-    ``choices``) and the checker's kwargs for that value."""
-
-    name: str
-    category: Category
-    slots: str
-    checker: str
-    text: str
-    choices: tuple[Any, ...] = (None,)
-    kwargs: Callable[[Any], dict[str, Any]] = _none
-
-    def draw(self, rng: random.Random) -> Draw:
-        v = rng.choice(self.choices)
-        return self.text.format(v=v), self.checker, self.kwargs(v)
-
-
-TAXONOMY: tuple[ConstraintKind, ...] = (
-    ConstraintKind("quotation", "format", "wrap", "startend:quotation",
-                   "Wrap your entire answer in double quotation marks."),
-    ConstraintKind("bullets", "format", "layout", "detectable_format:number_bullet_lists",
-                   "Answer with exactly {v} bullet points, each on its own line starting with '* '.",
-                   (2, 3, 4), lambda v: {"num_bullets": v}),
-    ConstraintKind("title", "format", "start", "detectable_format:title",
-                   "Start your answer with a title inside double angular brackets, for example <<Title>>."),
-    ConstraintKind("sections", "format", "layout start", "detectable_format:multiple_sections",
-                   "Divide your answer into {v} sections and begin each with SECTION X, such as SECTION 1.",
-                   (2, 3), lambda v: {"section_spliter": "SECTION", "num_sections": v}),
-    ConstraintKind("highlights", "style", "", "detectable_format:number_highlighted_sections",
-                   "Highlight at least {v} parts of your answer with markdown, i.e. *highlighted part*.",
-                   (1, 2, 3), lambda v: {"num_highlights": v}),
-    ConstraintKind("keywords", "content", "words", "keywords:existence",
-                   'Include the keywords "{v[0]}" and "{v[1]}" in your answer.',
-                   tuple(combinations(KEYWORDS, 2)), lambda v: {"keywords": list(v)}),
-    ConstraintKind("forbidden", "content", "", "keywords:forbidden_words",
-                   'Do not use the words "{v[0]}" or "{v[1]}" anywhere in your answer.',
-                   tuple(combinations(FORBIDDEN, 2)), lambda v: {"forbidden_words": list(v)}),
-    ConstraintKind("frequency", "content", "words", "keywords:frequency",
-                   'Use the word "{v[0]}" at least {v[1]} times.', tuple(product(KEYWORDS, (2, 3))),
-                   lambda v: {"relation": "at least", "keyword": v[0], "frequency": v[1]}),
-    ConstraintKind("postscript", "content", "end", "detectable_content:postscript",
-                   'At the end of your answer, add a postscript starting with "{v}".',
-                   ("P.S.", "P.P.S"), lambda v: {"postscript_marker": v}),
-    ConstraintKind("placeholders", "content", "", "detectable_content:number_placeholders",
-                   "Include at least {v} placeholders in square brackets, such as [name].",
-                   (1, 2, 3), lambda v: {"num_placeholders": v}),
-    ConstraintKind("max_words", "length", "length", "length_constraints:number_words",
-                   "Answer in fewer than {v} words.", (30, 40, 50, 60, 80, 100),
-                   lambda v: {"relation": "less than", "num_words": v}),
-    ConstraintKind("min_words", "length", "length", "length_constraints:number_words",
-                   "Answer with at least {v} words.", (50, 80, 100, 150),
-                   lambda v: {"relation": "at least", "num_words": v}),
-    ConstraintKind("max_sentences", "length", "length", "length_constraints:number_sentences",
-                   "Your answer must contain fewer than {v} sentences.", (2, 3, 4, 5),
-                   lambda v: {"relation": "less than", "num_sentences": v}),
-    ConstraintKind("paragraphs", "length", "length layout", "length_constraints:number_paragraphs",
-                   "Write exactly {v} paragraphs, separated from each other by the markdown divider ***.",
-                   (2, 3), lambda v: {"num_paragraphs": v}),
-    ConstraintKind("language", "language", "case end words", "language:response_language",
-                   "Your entire answer must be in {v[1]}; no other language is allowed.", LANGUAGES,
-                   lambda v: {"language": v[0]}),
-    ConstraintKind("lowercase", "language", "case", "change_case:english_lowercase",
-                   "Answer in English using only lowercase letters; no capital letters are allowed."),
-    ConstraintKind("capitals", "language", "case", "change_case:english_capital",
-                   "Write your entire answer in English, in capital letters only."),
-    ConstraintKind("no_comma", "style", "", "punctuation:no_comma", "Do not use any commas in your answer."),
-    ConstraintKind("capital_words", "style", "case", "change_case:capital_word_frequency",
-                   "Use at least {v} words written in all capital letters for emphasis.", (2, 3),
-                   lambda v: {"capital_relation": "at least", "capital_frequency": v}),
-    ConstraintKind("end_phrase", "style", "end case", "startend:end_checker",
-                   'Finish your answer with the words "{v}" and write nothing after them.', END_PHRASES,
-                   lambda v: {"end_phrase": v}),
-)
-"""Every constraint kind. Two kinds that share a slot never go together: two endings, two letter
-cases or languages, two layouts, two openings, English keywords in an answer in another language."""
+__all__ = ["CATEGORIES", "TAXONOMY", "Category", "ConstraintKind", "Draw", "EvolveConstraints",
+           "EvolveOptions", "draw_constraints", "join_constraints", "parse_rewrite"]
 
 
 class EvolveOptions(BaseModel):
@@ -153,28 +70,6 @@ class EvolveOptions(BaseModel):
         if self.min_constraints > self.max_constraints:
             raise ValueError("min_constraints must not exceed max_constraints")
         return self
-
-
-def draw_constraints(rng: random.Random, k: int,
-                     categories: Sequence[Category]) -> list[tuple[ConstraintKind, Draw]]:
-    """Up to ``k`` constraints, at most one per category, no two sharing a slot (at least one)."""
-    chosen: list[tuple[ConstraintKind, Draw]] = []
-    used: set[str] = set()
-    for category in rng.sample(sorted(set(categories)), len(set(categories))):
-        fits = [c for c in TAXONOMY if c.category == category and not set(c.slots.split()) & used]
-        if fits and len(chosen) < k:
-            kind = rng.choice(fits)
-            chosen.append((kind, kind.draw(rng)))
-            used |= set(kind.slots.split())
-    return chosen
-
-
-def join_constraints(prompt: str, sentences: Sequence[str]) -> str:
-    """The rule-mode instruction: the seed text, closed with a full stop if needed, then the constraints."""
-    base = prompt.rstrip()
-    if base and base[-1].isalnum():
-        base += "."
-    return " ".join([base, *sentences])
 
 
 def parse_rewrite(text: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,18 +37,39 @@ def canonical(data: Any) -> str:
     return "".join(_C_CANONICAL(data, 0))
 
 
+def _dumper(cls: type[Record]) -> Callable[[Record], tuple[str, str]]:
+    """``dump`` for records of class ``cls``. Where ``payload`` and ``identity`` are Record's own,
+    it calls the pydantic serializer as ``model_dump_json`` / ``model_dump`` do (same arguments,
+    same text) without their Python wrappers, the class checks made once per class."""
+    ser, encode = cls.__pydantic_serializer__, _C_CANONICAL
+    if cls.payload is not Record.payload or cls.identity is not Record.identity or encode is None:
+        def general(record: Record) -> tuple[str, str]:
+            if cls.payload is Record.payload:
+                payload = record.model_dump_json(exclude=_PAYLOAD_EXCLUDE)
+            else:
+                payload = json.dumps(record.payload(), ensure_ascii=False, default=str)
+            return payload, content_hash(record.identity())
+        return general
+    excludes = cls._identity_excludes
+    to_json, to_python, sha256 = ser.to_json, ser.to_python, hashlib.sha256
+
+    def fast(record: Record) -> tuple[str, str]:
+        identity = to_python(record, mode="json", exclude=excludes)  # = record.identity()
+        text = "".join(encode(identity, 0))  # = canonical(identity)
+        return to_json(record, exclude=_PAYLOAD_EXCLUDE).decode(), sha256(text.encode()).hexdigest()
+    return fast
+
+
+_DUMPERS: dict[type[Record], Callable[[Record], tuple[str, str]]] = {}
+
+
 def dump(record: Record) -> tuple[str, str]:
     """(payload JSON, content hash) of a record; the hash equals ``content_hash(record.identity())``."""
     cls = type(record)
-    if cls.payload is Record.payload:
-        payload = record.model_dump_json(exclude=_PAYLOAD_EXCLUDE)
-    else:
-        payload = json.dumps(record.payload(), ensure_ascii=False, default=str)
-    if cls.identity is Record.identity:  # the same text content_hash() hashes, without its set-up
-        chash = hashlib.sha256(canonical(record.identity()).encode()).hexdigest()
-    else:
-        chash = content_hash(record.identity())
-    return payload, chash
+    fn = _DUMPERS.get(cls)
+    if fn is None:
+        fn = _DUMPERS[cls] = _dumper(cls)
+    return fn(record)
 
 
 RECORD_COLUMNS = ("id", "kind", "run_id", "iteration", "execution_id", "model_version", "content_hash",
@@ -69,24 +90,32 @@ class RecordRows:
     def build(cls, run_id: str, iteration: int, execution_id: str, records: Sequence[Record]) -> RecordRows:
         out = cls()
         seen: set[str] = set()
+        rows, edges, kinds = out.records, out.edges, out.kinds
+        dumpers, last_cls = _DUMPERS, None
+        fn: Callable[[Record], tuple[str, str]] = dump
         for rec in records:
             rid = rec.id
             if rid in seen:
                 continue
             seen.add(rid)
-            payload, chash = dump(rec)
-            out.records.append((rid, rec.kind, run_id, iteration, execution_id, rec.model_version, chash,
-                                payload))
-            out.kinds.append((rid, rec.kind))
+            if type(rec) is not last_cls:
+                last_cls = type(rec)
+                dump(rec)  # fills the per-class cache
+                fn = dumpers[last_cls]
+            payload, chash = fn(rec)
+            kind = rec.kind
+            rows.append((rid, kind, run_id, iteration, execution_id, rec.model_version, chash, payload))
+            kinds.append((rid, kind))
             parents = rec.parents
             if len(parents) == 1:
-                out.edges.append((rid, parents[0].id, parents[0].role, 0))
+                link = parents[0]
+                edges.append((rid, link.id, link.role, 0))
             elif parents:
                 pairs: set[tuple[str, str]] = set()
                 for pos, link in enumerate(parents):
                     if (link.id, link.role) not in pairs:
                         pairs.add((link.id, link.role))
-                        out.edges.append((rid, link.id, link.role, pos))
+                        edges.append((rid, link.id, link.role, pos))
         return out
 
     def outputs(self, execution_id: str, seq0: int) -> list[tuple[Any, ...]]:

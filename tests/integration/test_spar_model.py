@@ -4,7 +4,7 @@ local Ray, SQLite, TRL DPO for the actor and SFT for the refiner, IFEval), small
 Asserts what must hold whatever the small model writes: every failing answer is the root of a
 searched tree whose nodes and their critiques are in lineage; every pair joins a final node above the
 gate to its root; both roles train in iteration 1 and iteration 2 samples from the new adapters;
-IFEval is measured for the base model and after each iteration.
+IFEval and the held-out constraints are measured for the base model and after each iteration.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ SMALL = ["data.limit=4", "stages.respond.options.n=2", "stages.respond.options.m
          "stages.refine.options.depth=1", "stages.refine.options.gate=0.0", "loop.options.gate=0.0",
          "stages.refine.options.refine.max_tokens=48", "stages.refine.options.judge.max_tokens=48",
          "trainers.policy.options.max_steps=1", "trainers.refiner.options.max_steps=1",
-         "evaluators.0.options.subset=4", "evaluators.0.options.max_tokens=48"]
+         "evaluators.0.options.subset=4", "evaluators.0.options.max_tokens=48",
+         "evaluators.1.options.n=4", "evaluators.1.options.max_tokens=48"]
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]  # minutes on 2 cores: CI runs it
 
@@ -56,5 +57,6 @@ def test_spar_on_smollm2(finished_run: Any) -> None:
             first = queries.records_of_kind(store, run_id, 2, "response")[0]
             details = queries.model_version_of(store, first["id"])
             assert details is not None and details.get("adapter_path"), "the sampled version is registered"
-        metrics = {(m["iteration"], m["metric"]) for m in queries.metrics(store, run_id)}
-        assert {(it, "prompt_strict") for it in (0, 1, 2)} <= metrics, metrics
+        metrics = {(m["evaluator"], m["iteration"], m["metric"]) for m in queries.metrics(store, run_id)}
+        for evaluator in ("ifeval", "constraints"):
+            assert {(evaluator, it, "prompt_strict") for it in (0, 1, 2)} <= metrics, metrics

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import pytest
 from sqlalchemy import func, select
@@ -148,6 +150,43 @@ def test_stored_content_hash_is_content_hash_of_identity(store: LineageStore, st
     for data in (resp.identity(), {"b": [1.5, None, True, {"z": float("inf")}], "a": "é"}):
         assert canonical(data) == canonical_json(data)
 
+
+
+def test_row_dump_equals_pydantic_dumps_for_every_kind() -> None:
+    """rows.dump calls pydantic's serializer directly: payload text and content hash must equal
+    model_dump_json / content_hash(identity()) for every kind, and for a kind that overrides them."""
+    from engine.lineage.rows import PAYLOAD_EXCLUDES, dump
+    from engine.records import BUILTIN_KINDS, Critique, Execution, Trajectory, Turn, content_hash
+
+    class Custom(Record):
+        kind: Literal["custom"] = "custom"
+        x: float = 0.0
+        _identity_excludes: ClassVar[set[str]] = {"id", "meta", "x"}
+
+        def identity(self) -> dict[str, Any]:
+            return {"only": self.kind}
+
+        def payload(self) -> dict[str, Any]:
+            return {"x": self.x, "p": Path("/p")}
+
+    link = [Link(id="t", role="input"), Link(id="u", role="judges")]
+    made = [Task(prompt="é \"q\"\n\x00", messages=[{"role": "user", "content": "ü"}], constraints=["c"]),
+            Response(text="r", parents=link, model_version="m", meta={"t": 1.5e-7}),
+            Critique(verdict=None, sample_verdicts=[True, None], vote_share=float("inf"), parents=link),
+            Execution(status="passed", duration_s=2.5, failed_tests=["a"]),
+            EvalResult(evaluator="e", metric="m", value=float("nan"), details={"b": 2, "a": [0.1, None]}),
+            Trajectory(messages=[{"role": "a", "content": "b"}], rewards={"z": 1.0, "a": [0.5, -0.0]},
+                       token_ids=[[1, 2**70]]),
+            Turn(index=0, action="a", logprobs=[-1e-320, 1e300]), Custom(x=3.0)]
+    made += [cls.model_validate({"kind": kind, **{f: "x" for f, info in cls.model_fields.items()
+                                                   if info.is_required() and f != "kind"}})
+             for kind, cls in BUILTIN_KINDS.items() if kind not in {r.kind for r in made}
+             and kind not in ("critique", "execution", "eval_result", "turn", "trajectory")]
+    assert {r.kind for r in made} >= set(BUILTIN_KINDS)
+    for rec in made:
+        payload = (rec.model_dump_json(exclude=set(PAYLOAD_EXCLUDES)) if type(rec).payload is Record.payload
+                   else json.dumps(rec.payload(), ensure_ascii=False, default=str))
+        assert dump(rec) == (payload, content_hash(rec.identity())), rec.kind
 
 def test_chunks_are_written_whole_and_read_back_in_order(store: LineageStore, stage: Stage) -> None:
     from engine.lineage.chunks import inputs_hash
