@@ -60,7 +60,7 @@ def _details_by_iteration(store: Any, run_id: str, key: str,
     kept: dict[str, dict[int, Any]] = {}
     for m in queries.metric_details(store, run_id):
         details = m["details"] if isinstance(m["details"], dict) else json.loads(m["details"] or "{}")
-        if details.get(key):
+        if isinstance(details.get(key), list) and details[key]:  # another evaluator's scalar of that name
             metric = m["metric"]
             prefix = metric if by_metric else metric.rsplit("/", 1)[0] if "/" in metric else ""
             name = f"{m['evaluator']}/{prefix}".rstrip("/")

@@ -136,7 +136,7 @@ class Constraints(Stage[ConstraintsOptions]):
                        for it, text in zip(items, outcome.answers, strict=True)]
         if opts.save_responses and self.context.run_dir is not None:
             self.save(items, answers, scores, refined)
-        base = {"items": len(items), "constraints": sum(len(it.checks) for it in items), "n": opts.n,
+        base = {"n_items": len(items), "constraints": sum(len(it.checks) for it in items), "n": opts.n,
                 "seed": opts.seed, "min_constraints": opts.min_constraints,
                 "max_constraints": opts.max_constraints, "max_tokens": opts.max_tokens,
                 "temperature": opts.temperature, "adapter": adapter, "score_seed": opts.score_seed,
@@ -150,7 +150,7 @@ class Constraints(Stage[ConstraintsOptions]):
     def results(self, items: list[Item], scores: list[Scores], version: str | None,
                 base: dict[str, Any]) -> list[EvalResult]:
         """The four metrics of ``scores``, in METRICS order."""
-        m, n_checks = base["items"], base["constraints"]
+        m, n_checks = base["n_items"], base["constraints"]
         ids = [it.id for it in items]
         out = []
         for j, mode in enumerate(("strict", "loose")):

@@ -54,3 +54,15 @@ def test_items_of_different_lengths_are_not_paired(store: LineageStore) -> None:
     add(store, 0, "score", 0.5, item_scores=[0.5] * 20)
     add(store, 1, "score", 0.5, item_scores=[0.5] * 10)
     assert paired_lines(store, "r") == []
+
+
+def test_a_scalar_detail_named_like_a_per_item_list_is_ignored(store: LineageStore) -> None:
+    """An evaluator may keep a count under a name another evaluator uses for per-item lists
+    (``items``: LongBench-Write's rows): the report pairs only lists, and does not crash."""
+    store.create_run("r", config={}, config_hash="h", code_version="v", loop="l")
+    for it in (0, 1):
+        store.start_iteration("r", it)
+    add(store, 0, "acc", 0.25, items=20, item_correct=[1] * 5 + [0] * 15)
+    add(store, 1, "acc", 0.25, items=20, item_correct=[1] * 5 + [0] * 15)
+    (line,) = paired_lines(store, "r")
+    assert line.startswith("ev/acc, iteration 1 vs base: 5/20 against 5/20; 0 gained, 0 lost")
