@@ -186,23 +186,31 @@ def test_least_recently_used_adapters_are_unloaded(adapters: list[str]) -> None:
     assert texts(again) == texts(first), "an unloaded adapter loads again, the same"
 
 
-def test_repetition_penalty_matches_transformers_generate(sampler: TransformersSampler) -> None:
+def test_repetition_penalty_matches_transformers_generate() -> None:
     """Greedy decoding with a repetition penalty gives the tokens transformers' own generate gives
     with its RepetitionPenaltyLogitsProcessor (prompt and output tokens penalized), and differs from
-    decoding without it; a row without a penalty in the same batch is left as it was."""
+    decoding without it; a row without a penalty in the same batch is left as it was.
+
+    In float32: in bfloat16 a batch of two and a batch of one run different kernels whose rounding
+    differs by CPU (DESIGN.md), and a near-tie among the penalized logits then flips a greedy token
+    on one machine and not on another (seen on an AVX-512 bf16 CPU without AMX)."""
     import torch
 
+    from plugins.sampler_transformers import TransformersOptions
+
+    sampler = TransformersSampler(TransformersOptions(dtype="float32")).load()
     prompt = "List the days of the week, then list them again, and again:"
     plain = SampleRequest.chat(prompt, max_tokens=40)
     penalized = SampleRequest.chat(prompt, max_tokens=40, repetition_penalty=1.5)
     both = sampler.sample([plain, penalized])
     [alone] = sampler.sample([plain])
+    [alone_penalized] = sampler.sample([penalized])
     assert both[0].completions[0].text == alone.completions[0].text
+    assert both[1].completions[0].text == alone_penalized.completions[0].text
     ids = sampler._prompt_ids(penalized)
-    module, adapters_off = sampler._model_for(None)  # the base model, with any loaded LoRA adapter off
-    with torch.inference_mode(), adapters_off:
-        ref = module.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False,
-                              repetition_penalty=1.5, pad_token_id=sampler.pad_id)
+    with torch.inference_mode():
+        ref = sampler.model.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False,
+                                     repetition_penalty=1.5, pad_token_id=sampler.pad_id)
     expected = sampler.tokenizer.decode(ref[0, len(ids):], skip_special_tokens=True)
-    assert both[1].completions[0].text == expected
+    assert alone_penalized.completions[0].text == expected
     assert both[1].completions[0].text != both[0].completions[0].text
