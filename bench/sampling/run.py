@@ -74,6 +74,91 @@ def bench_transformers(rows: list[tuple[str, float, str]], naive_prompts: int) -
     return back_tps
 
 
+def fp32_peak() -> tuple[float, str]:
+    """The machine's fp32 FLOP/s peak from what this process can read: its CPUs, the widest vector
+    unit (AVX-512: 16 fp32 lanes, AVX2: 8), 2 FLOPs per fused multiply-add, 2 FMA units per core
+    (an assumption: Intel and AMD server cores since Skylake and Zen 2 have two; cpuinfo does not
+    say), at the highest clock cpufreq or cpuinfo reports."""
+    with open("/proc/cpuinfo") as f:
+        info = f.read()
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    per_fma = 2 if "fma" in flags or lanes == 16 else 1  # a fused multiply-add is 2 FLOPs
+    units = 2
+    mhz = [float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
+    ghz = max(mhz, default=0.0) / 1000
+    max_freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    if max_freq.exists():
+        ghz = max(ghz, int(max_freq.read_text()) / 1e6)
+    cpus = len(os.sched_getaffinity(0))
+    peak = cpus * ghz * 1e9 * lanes * per_fma * units
+    isa = "AVX-512" if lanes == 16 else "AVX2" if lanes == 8 else "SSE"
+    return peak, (f"{cpus} CPUs x {ghz:.2f} GHz x {lanes} fp32 lanes ({isa}) x {per_fma} FLOPs per FMA "
+                  f"x {units} FMA units")
+
+
+def bench_decode_variants(rows: list[tuple[str, float, str]]) -> None:
+    """The transformers sampler's 32-row batch as a share of the fp32 FLOP peak (2 x parameters
+    FLOPs per token), in bfloat16 and float32, and transformers' own ``generate`` on the same batch
+    with a static KV cache, eager and with ``torch.compile`` (CompileConfig on the CPU): tokens/s,
+    and how many of the 32 greedy answers are token for token the sampler's."""
+    peak, how = fp32_peak()
+    print(f"  fp32 peak {peak / 1e9:.0f} GFLOP/s: {how}", file=sys.stderr, flush=True)
+    for dtype in ("bfloat16", "float32"):
+        _decode_variants(rows, dtype, peak)
+
+
+def _decode_variants(rows: list[tuple[str, float, str]], dtype: str, peak: float) -> None:
+    import torch
+    from transformers import CompileConfig
+
+    from engine.sampling.protocol import SampleRequest
+    from plugins.sampler_transformers import TransformersOptions, TransformersSampler
+
+    sampler = TransformersSampler(TransformersOptions(dtype=dtype, batch_size=len(PROMPTS))).load()
+    model, eos = sampler.model, sampler.eos_ids
+    params = sum(p.numel() for p in model.parameters())
+    reqs = [SampleRequest.chat(p, max_tokens=NEW_TOKENS, logprobs=True) for p in PROMPTS]
+    sampler.sample(reqs[:2])  # warm-up
+    t = time.perf_counter()
+    ours = [list(r.completions[0].token_ids or []) for r in sampler.sample(reqs)]
+    tps = sum(map(len, ours)) / (time.perf_counter() - t)
+    rows.append((f"transformers sampler, 32 rows, {dtype}", tps,
+                 f"{2 * params * tps / peak:.2%} of the fp32 peak ({2 * params / 1e6:.0f} MFLOP/token, "
+                 f"peak {peak / 1e9:.0f} GFLOP/s)"))
+    prompt_ids = [sampler._prompt_ids(r) for r in reqs]  # the sampler's own prompts, left-padded
+    width = max(len(x) for x in prompt_ids)
+    batch = {"input_ids": torch.tensor([[sampler.pad_id] * (width - len(x)) + x for x in prompt_ids]),
+             "attention_mask": torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in prompt_ids])}
+    for name, compiled in (("static KV cache, eager", False), ("static KV cache, torch.compile", True)):
+        kwargs: dict[str, object] = dict(max_new_tokens=NEW_TOKENS, do_sample=False,
+                                         pad_token_id=sampler.pad_id,
+                                         cache_implementation="static", disable_compile=not compiled)
+        if compiled:
+            config = CompileConfig()
+            config._compile_all_devices = True  # generate compiles on CUDA and XPU only, unless told
+            kwargs["compile_config"] = config
+        for step in ("warm-up (and compilation)", "timed"):
+            t = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(**batch, **kwargs)
+            took = time.perf_counter() - t
+            print(f"  generate, {name}, {dtype}, {step}: {took:.1f} s", file=sys.stderr, flush=True)
+        theirs = [_until_eos(row[width:].tolist(), eos) for row in out]
+        same = sum(a == b for a, b in zip(theirs, ours, strict=True))
+        n = sum(map(len, theirs))
+        rows.append((f"generate, {name}, {dtype}", n / took,
+                     f"{n / took / tps:.2f}x the sampler; {same}/32 answers token for token the sampler's"))
+
+
+def _until_eos(ids: list[int], eos: set[int]) -> list[int]:
+    """Generated ids up to and including the first EOS (generate pads finished rows after it)."""
+    for i, t in enumerate(ids):
+        if t in eos:
+            return ids[:i + 1]
+    return ids
+
+
 def bench_vllm(rows: list[tuple[str, float, str]], transformers_tps: float | None, eager: bool,
                repeats: int) -> None:
     from vllm import SamplingParams
@@ -118,6 +203,8 @@ def main() -> None:
                     help="torch CPU threads, transformers rows (default: torch's); 1 resists other load")
     ap.add_argument("--repeats", type=int, default=3, help="vllm: best of this many interleaved runs")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write RESULTS.md")
+    ap.add_argument("--decode-variants", action="store_true",
+                    help="also: share of the fp32 FLOP peak, static KV cache and torch.compile rows")
     ap.add_argument("--naive-prompts", type=int, default=len(PROMPTS),
                     help="time the naive loop on the first K prompts only (its tokens/s barely depends on K)")
     args = ap.parse_args()
@@ -128,6 +215,8 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     tps = bench_transformers(rows, args.naive_prompts)
+    if args.decode_variants:
+        bench_decode_variants(rows)
     if importlib.util.find_spec("vllm") is not None:
         bench_vllm(rows, tps, args.eager, args.repeats)
     else:
