@@ -35,10 +35,15 @@ from engine import hookimpl
 from engine.contracts import Stage
 from engine.data import CONFIGS, data_problems, read_jsonl, seeded_subset
 from engine.records import EvalResult
-from engine.sampling.protocol import SampleRequest
 from engine.toolkit.constraints import CATEGORIES, draw_constraints, join_constraints
 from engine.toolkit.ifeval import INSTALL, checkers, run_checks
-from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
+from engine.toolkit.refining import (
+    RefineAtInference,
+    answer_prompts,
+    refine_answers,
+    refine_problems,
+    refined_results,
+)
 from engine.toolkit.stats import bootstrap_mean, wilson
 
 DATA = CONFIGS / "data" / "constraints-heldout.jsonl"
@@ -118,14 +123,11 @@ class Constraints(Stage[ConstraintsOptions]):
         opts = self.options
         items = load_items(opts.n, opts.seed, opts.min_constraints, opts.max_constraints)
         checkers()  # fail on missing checkers before spending time on sampling
-        adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
         prompts = [it.prompt for it in items]
-        requests = [SampleRequest.chat(p, n=1, temperature=opts.temperature, max_tokens=opts.max_tokens,
-                                       adapter=adapter, seed=self.context.seed) for p in prompts]
-        results = sampler.sample(requests)
-        self.context.progress(len(requests))
-        version = model_version or next((r.model_version for r in results if r.model_version), None)
-        answers = [r.completions[0].text if r.completions else "" for r in results]
+        got = answer_prompts(self.context, sampler, prompts, max_tokens=opts.max_tokens,
+                             temperature=opts.temperature, adapter_role=opts.adapter_role,
+                             model_version=model_version)
+        version, answers = got.version, got.texts
         scores = [score_item(it, text, opts.score_seed) for it, text in zip(items, answers, strict=True)]
         refined: list[tuple[str, Scores]] | None = None
         outcome = None
@@ -139,9 +141,8 @@ class Constraints(Stage[ConstraintsOptions]):
         base = {"n_items": len(items), "constraints": sum(len(it.checks) for it in items), "n": opts.n,
                 "seed": opts.seed, "min_constraints": opts.min_constraints,
                 "max_constraints": opts.max_constraints, "max_tokens": opts.max_tokens,
-                "temperature": opts.temperature, "adapter": adapter, "score_seed": opts.score_seed,
-                "truncated": sum(1 for r in results
-                                 if r.completions and r.completions[0].finish_reason == "length")}
+                "temperature": opts.temperature, "adapter": got.adapter, "score_seed": opts.score_seed,
+                "truncated": got.truncated}
         out = self.results(items, scores, version, base)
         if outcome is not None and refined is not None:
             out += refined_results(self.results(items, [s for _, s in refined], version, base), outcome)

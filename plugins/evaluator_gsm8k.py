@@ -26,9 +26,14 @@ from engine import hookimpl
 from engine.contracts import Stage
 from engine.data import data_problems, seeded_subset
 from engine.records import EvalResult
-from engine.sampling.protocol import SampleRequest
 from engine.toolkit.math import MathProblem, is_correct
-from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
+from engine.toolkit.refining import (
+    RefineAtInference,
+    answer_prompts,
+    refine_answers,
+    refine_problems,
+    refined_results,
+)
 from engine.toolkit.stats import wilson
 
 PROMPT = "{task}\n\nSolve it step by step, then end with: The answer is <number>."
@@ -73,16 +78,12 @@ class GSM8K(Stage[GSM8KOptions]):
         opts = self.options
         problems = load_problems(opts.dataset, opts.n, opts.seed)
         prompts = [opts.prompt.format(task=p.question) for p in problems]
-        adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
-        requests = [SampleRequest.chat(p, n=1, temperature=opts.temperature, max_tokens=opts.max_tokens,
-                                       adapter=adapter, seed=self.context.seed) for p in prompts]
-        results = sampler.sample(requests)
-        self.context.progress(len(requests))
-        version = model_version or next((r.model_version for r in results if r.model_version), None)
-        answers = [r.completions[0].text if r.completions else "" for r in results]
-        truncated = sum(1 for r in results if r.completions and r.completions[0].finish_reason == "length")
+        got = answer_prompts(self.context, sampler, prompts, max_tokens=opts.max_tokens,
+                             temperature=opts.temperature, adapter_role=opts.adapter_role,
+                             model_version=model_version)
+        version, answers = got.version, got.texts
         base = {"dataset": opts.dataset, "seed": opts.seed, "max_tokens": opts.max_tokens,
-                "temperature": opts.temperature, "adapter": adapter, "truncated": truncated}
+                "temperature": opts.temperature, "adapter": got.adapter, "truncated": got.truncated}
         out = [self.scored(problems, answers, version, base)]
         if opts.refine is not None:
             outcome = refine_answers(self.context, sampler, prompts, answers, opts.refine, opts.adapter_role,

@@ -35,9 +35,14 @@ from engine import hookimpl
 from engine.contracts import Stage
 from engine.data import data_problems, package_file, read_jsonl, seeded_subset
 from engine.records import EvalResult
-from engine.sampling.protocol import SampleRequest
 from engine.toolkit.ifeval import INSTALL, checkers, punkt_data_dir, score
-from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
+from engine.toolkit.refining import (
+    RefineAtInference,
+    answer_prompts,
+    refine_answers,
+    refine_problems,
+    refined_results,
+)
 from engine.toolkit.stats import bootstrap_mean, wilson
 
 DATA = ("eval_framework", "tasks/ifeval/data/input_data.jsonl")
@@ -107,14 +112,10 @@ class IFEval(Stage[IFEvalOptions]):
         rows = load_prompts(opts.subset, opts.subset_seed)
         checkers()  # fail on missing checkers before spending time on sampling
         template = Path(opts.template).read_text() if opts.template else "{prompt}"
-        adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
         prompts = [template.format(prompt=r["prompt"]) for r in rows]
-        requests = [SampleRequest.chat(p, n=1, temperature=0.0, max_tokens=opts.max_tokens, adapter=adapter,
-                                       seed=self.context.seed) for p in prompts]
-        results = sampler.sample(requests)
-        self.context.progress(len(requests))
-        version = model_version or next((r.model_version for r in results if r.model_version), None)
-        answers = [r.completions[0].text if r.completions else "" for r in results]
+        got = answer_prompts(self.context, sampler, prompts, max_tokens=opts.max_tokens,
+                             adapter_role=opts.adapter_role, model_version=model_version)
+        version, answers = got.version, got.texts
         scores = [score(row, text, opts.score_seed) for row, text in zip(rows, answers, strict=True)]
         refined: list[tuple[str, Scores]] | None = None
         outcome = None
@@ -127,9 +128,8 @@ class IFEval(Stage[IFEvalOptions]):
             self.save(rows, answers, scores, refined)
         m, n_inst = len(rows), sum(len(r["instruction_id_list"]) for r in rows)
         base = {"prompts": m, "instructions": n_inst, "subset": opts.subset, "subset_seed": opts.subset_seed,
-                "max_tokens": opts.max_tokens, "batch": len(requests), "adapter": adapter,
-                "score_seed": opts.score_seed, "truncated": sum(
-                    1 for r in results if r.completions and r.completions[0].finish_reason == "length")}
+                "max_tokens": opts.max_tokens, "batch": len(prompts), "adapter": got.adapter,
+                "score_seed": opts.score_seed, "truncated": got.truncated}
         out = self.results(rows, scores, version, base)
         if outcome is not None and refined is not None:
             out += refined_results(self.results(rows, [s for _, s in refined], version, base), outcome)

@@ -31,9 +31,14 @@ from engine import hookimpl
 from engine.contracts import Stage
 from engine.data import data_problems, package_file, read_jsonl, seeded_subset
 from engine.records import EvalResult
-from engine.sampling.protocol import SampleRequest
 from engine.toolkit.lengthen import count_words, length_score
-from engine.toolkit.refining import RefineAtInference, refine_answers, refine_problems, refined_results
+from engine.toolkit.refining import (
+    RefineAtInference,
+    answer_prompts,
+    refine_answers,
+    refine_problems,
+    refined_results,
+)
 from engine.toolkit.stats import bootstrap_mean, bootstrap_median, wilson
 
 PACKAGE = "evalscope"
@@ -79,17 +84,13 @@ class LongBenchWrite(Stage[LongBenchWriteOptions]):
     def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
         opts = self.options
         rows = load_prompts(opts.subset, opts.max_words, opts.n, opts.seed)
-        adapter = self.context.adapters.get(opts.adapter_role) if opts.adapter_role else None
-        requests = [SampleRequest.chat(r["prompt"], n=1, temperature=opts.temperature,
-                                       max_tokens=opts.max_tokens, adapter=adapter, seed=self.context.seed)
-                    for r in rows]
-        results = sampler.sample(requests)
-        self.context.progress(len(requests))
-        version = model_version or next((r.model_version for r in results if r.model_version), None)
-        answers = [r.completions[0].text if r.completions else "" for r in results]
-        cut = [int(bool(r.completions and r.completions[0].finish_reason == "length")) for r in results]
+        got = answer_prompts(self.context, sampler, [r["prompt"] for r in rows], max_tokens=opts.max_tokens,
+                             temperature=opts.temperature, adapter_role=opts.adapter_role,
+                             model_version=model_version)
+        version, answers = got.version, got.texts
+        cut = [int(f == "length") for f in got.finish]
         base = {"subset": opts.subset, "max_words": opts.max_words, "prompts": len(rows),
-                "max_tokens": opts.max_tokens, "temperature": opts.temperature, "adapter": adapter}
+                "max_tokens": opts.max_tokens, "temperature": opts.temperature, "adapter": got.adapter}
         out = self.scored(rows, answers, cut, version, base)
         if opts.refine is not None:
             outcome = refine_answers(self.context, sampler, [r["prompt"] for r in rows], answers, opts.refine,

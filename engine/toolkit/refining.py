@@ -12,7 +12,8 @@ round. An empty refinement keeps the previous answer. The critic and refiner use
 the model under test (``adapter_role``), and the refiner's ``max_tokens`` defaults to the
 evaluator's. :func:`refine_problems` checks the stages and their options for a ``preflight``;
 :func:`refined_results` names the re-scored metrics ``<metric>+refine`` and puts the
-settings and per-round counts in their details.
+settings and per-round counts in their details. :func:`answer_prompts` is the step before: one
+sampled answer per prompt in one sampler call, with the model version and the truncation count.
 What it is not: a stage, nor a training step: these records are not written to lineage.
 """
 
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.contracts import Critic, Refiner, StageContext
 from engine.records import EvalResult, Response
 from engine.roles import StageKind
-from engine.sampling.protocol import Sampler
+from engine.sampling.protocol import Sampler, SampleRequest
 
 SUFFIX = "+refine"
 CRITIC = "llm-judge"
@@ -57,6 +58,39 @@ class RefineAtInference(BaseModel):
         description="the refiner (max_tokens null: the evaluator's; temperature 0 for critique-refine)")
     only_failing: bool = Field(True, description="refine only answers the critic does not judge Yes "
                                                  "(No or no verdict); false: every answer, every round")
+
+
+@dataclass
+class Answers:
+    """One answer per prompt, in input order ("" where the sampler returned none), the model version
+    that wrote them, the adapter path used (None: the base model) and each answer's finish reason."""
+
+    texts: list[str]
+    version: str | None
+    adapter: str | None
+    finish: list[str | None]
+
+    @property
+    def truncated(self) -> int:
+        """How many answers hit ``max_tokens``."""
+        return sum(1 for f in self.finish if f == "length")
+
+
+def answer_prompts(context: StageContext, sampler: Sampler, prompts: Sequence[str], *, max_tokens: int,
+                   temperature: float = 0.0, adapter_role: str | None = None,
+                   model_version: str | None = None) -> Answers:
+    """Sample one answer to each prompt (a chat turn) in one sampler call, with the adapter of
+    ``adapter_role`` and the run's seed, and report the progress; ``model_version`` (the version an
+    evaluation is for) wins over what the sampler reports."""
+    adapter = context.adapters.get(adapter_role) if adapter_role else None
+    requests = [SampleRequest.chat(p, n=1, temperature=temperature, max_tokens=max_tokens, adapter=adapter,
+                                   seed=context.seed) for p in prompts]
+    results = sampler.sample(requests)
+    context.progress(len(requests))
+    version = model_version or next((r.model_version for r in results if r.model_version), None)
+    return Answers(texts=[r.completions[0].text if r.completions else "" for r in results], version=version,
+                   adapter=adapter,
+                   finish=[r.completions[0].finish_reason if r.completions else None for r in results])
 
 
 @dataclass

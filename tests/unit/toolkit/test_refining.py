@@ -138,3 +138,41 @@ def test_preflight_names_an_unknown_stage_or_a_bad_option() -> None:
     assert len(problems) == 2 and problems[0].startswith("refine.critic: ") and "llm-judg" in problems[0]
     assert problems[1].startswith("refine.refiner: ") and "max_token" in problems[1]
     assert GSM8K.preflight(GSM8KOptions(refine=bad)) == problems  # type: ignore[arg-type]
+
+
+class Fixed:
+    """A sampler with set replies: text and finish reason per prompt (None: no completion)."""
+
+    name = "fixed"
+
+    def __init__(self, replies: dict[str, tuple[str, str] | None], version: str = "m@1") -> None:
+        self.replies, self.version, self.seen = replies, version, []  # type: list[SampleRequest]
+
+    def sample(self, requests: list[SampleRequest]) -> list[Any]:
+        from engine.sampling.protocol import Completion, SampleResult
+
+        self.seen += requests
+        out = []
+        for r in requests:
+            reply = self.replies[user(r)]
+            comps = [] if reply is None else [Completion(text=reply[0], tokens=3, finish_reason=reply[1])]
+            out.append(SampleResult(completions=comps, prompt_tokens=1, model_version=self.version))
+        return out
+
+
+def test_answer_prompts_one_call_versions_adapter_and_truncation() -> None:
+    """One sampler call for all prompts with the role's adapter and the run's seed; answers in input
+    order, "" where the sampler gave none; hits of max_tokens counted; the evaluated version wins
+    over what the sampler reports, which is used when none is given."""
+    from engine.toolkit.refining import answer_prompts
+
+    sampler = Fixed({"a": ("A", "stop"), "b": ("B...", "length"), "c": None})
+    progress: list[int] = []
+    ctx = StageContext(seed=7, adapters={"policy": "/adapters/p1"}, progress=progress.append)
+    got = answer_prompts(ctx, sampler, ["b", "a", "c"], max_tokens=5, temperature=0.3, adapter_role="policy")  # type: ignore[arg-type]
+    assert got.texts == ["B...", "A", ""] and got.truncated == 1 and got.finish == ["length", "stop", None]
+    assert got.version == "m@1" and got.adapter == "/adapters/p1" and progress == [3]
+    assert [(r.adapter, r.params.seed, r.params.max_tokens, r.params.temperature) for r in sampler.seen] == \
+        [("/adapters/p1", 7, 5, 0.3)] * 3
+    base = answer_prompts(StageContext(), sampler, ["a"], max_tokens=5, model_version="base@0")  # type: ignore[arg-type]
+    assert base.version == "base@0" and base.adapter is None and sampler.seen[-1].adapter is None
