@@ -84,7 +84,8 @@ class LongBenchWrite(Stage[LongBenchWriteOptions]):
     def evaluate(self, sampler: Any, model_version: str | None) -> list[EvalResult]:
         opts = self.options
         rows = load_prompts(opts.subset, opts.max_words, opts.n, opts.seed)
-        got = answer_prompts(self.context, sampler, [r["prompt"] for r in rows], max_tokens=opts.max_tokens,
+        prompts = [r["prompt"] for r in rows]
+        got = answer_prompts(self.context, sampler, prompts, max_tokens=opts.max_tokens,
                              temperature=opts.temperature, adapter_role=opts.adapter_role,
                              model_version=model_version)
         version, answers = got.version, got.texts
@@ -93,8 +94,8 @@ class LongBenchWrite(Stage[LongBenchWriteOptions]):
                 "max_tokens": opts.max_tokens, "temperature": opts.temperature, "adapter": got.adapter}
         out = self.scored(rows, answers, cut, version, base)
         if opts.refine is not None:
-            outcome = refine_answers(self.context, sampler, [r["prompt"] for r in rows], answers, opts.refine,
-                                     opts.adapter_role, max_tokens=opts.max_tokens)
+            outcome = refine_answers(self.context, sampler, prompts, answers, opts.refine, opts.adapter_role,
+                                     max_tokens=opts.max_tokens)
             kept = [c if new == old else 0 for c, new, old in zip(cut, outcome.answers, answers, strict=True)]
             out += refined_results(self.scored(rows, outcome.answers, kept, version, base), outcome)
         return out

@@ -74,19 +74,22 @@ def bench_transformers(rows: list[tuple[str, float, str]], naive_prompts: int) -
     return back_tps
 
 
+def _cpuinfo(key: str) -> list[str]:
+    """The values of ``key`` in /proc/cpuinfo, one per CPU."""
+    with open("/proc/cpuinfo") as f:
+        return [ln.split(":", 1)[1].strip() for ln in f if ln.split(":", 1)[0].strip() == key]
+
+
 def fp32_peak() -> tuple[float, str]:
     """The machine's fp32 FLOP/s peak from what this process can read: its CPUs, the widest vector
     unit (AVX-512: 16 fp32 lanes, AVX2: 8), 2 FLOPs per fused multiply-add, 2 FMA units per core
     (an assumption: Intel and AMD server cores since Skylake and Zen 2 have two; cpuinfo does not
     say), at the highest clock cpufreq or cpuinfo reports."""
-    with open("/proc/cpuinfo") as f:
-        info = f.read()
-    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    flags = set(next(iter(_cpuinfo("flags")), "").split())
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     per_fma = 2 if "fma" in flags or lanes == 16 else 1  # a fused multiply-add is 2 FLOPs
     units = 2
-    mhz = [float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
-    ghz = max(mhz, default=0.0) / 1000
+    ghz = max(map(float, _cpuinfo("cpu MHz")), default=0.0) / 1000
     max_freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
     if max_freq.exists():
         ghz = max(ghz, int(max_freq.read_text()) / 1e6)
@@ -221,8 +224,7 @@ def main() -> None:
         bench_vllm(rows, tps, args.eager, args.repeats)
     else:
         rows.append(("vllm rows skipped: no vllm (use the python of scripts/setup-vllm.sh)", 0, ""))
-    with open("/proc/cpuinfo") as f:
-        names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+    names = _cpuinfo("model name")
     cpu = names[0] if names else platform.processor()
     threads = f"torch threads {args.threads}" if args.threads else "default torch threads"
     head = (f"{threads}; {len(PROMPTS)} prompts x {NEW_TOKENS} new tokens, greedy, SmolLM2-135M-Instruct; "
